@@ -1,0 +1,29 @@
+"""keras-swinv2: the Swin Transformer V2 family for Keras 3 (TensorFlow, JAX, PyTorch)."""
+
+from keras_swinv2 import layers
+from keras_swinv2.models import (
+    SwinV2,
+    SwinV2Base,
+    SwinV2Giant,
+    SwinV2Huge,
+    SwinV2Large,
+    SwinV2Model,
+    SwinV2Small,
+    SwinV2Tiny,
+)
+from keras_swinv2.version import __version__
+from keras_swinv2.weights import load_weights
+
+__all__ = [
+    "SwinV2",
+    "SwinV2Model",
+    "SwinV2Tiny",
+    "SwinV2Small",
+    "SwinV2Base",
+    "SwinV2Large",
+    "SwinV2Huge",
+    "SwinV2Giant",
+    "layers",
+    "load_weights",
+    "__version__",
+]

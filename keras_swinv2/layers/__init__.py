@@ -1,0 +1,15 @@
+"""SwinV2 building blocks, one mechanism per module (in data-path order)."""
+
+from keras_swinv2.layers.attention import WindowAttention, l2_normalize
+from keras_swinv2.layers.block import DropPath, Mlp, SwinV2Block, effective_window
+from keras_swinv2.layers.patch_embedding import PatchEmbedding
+from keras_swinv2.layers.patch_merging import PatchMerging
+from keras_swinv2.layers.position_bias import (
+    ContinuousPositionBias,
+    RelativePositionBiasTable,
+    relative_coords_table,
+    relative_position_index,
+    resize_relative_position_table,
+)
+from keras_swinv2.layers.stage import SwinV2Stage
+from keras_swinv2.layers.windows import shifted_window_mask, window_merge, window_partition

@@ -1,0 +1,174 @@
+"""Window multi-head self-attention with SwinV2's scaled cosine attention."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_swinv2.layers.position_bias import ContinuousPositionBias, RelativePositionBiasTable
+from keras_swinv2.layers.windows import to_pair
+
+ATTENTION_TYPES = ("cosine", "dot")
+POSITION_BIAS_TYPES = ("log_cpb", "linear_cpb", "table")
+# exp(logit_scale) is capped at 1 / 0.01.
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+def l2_normalize(x, epsilon=1e-12):
+    """`x / max(||x||_2, epsilon)` over the last axis (PyTorch's F.normalize)."""
+    norm = ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True))
+    return x / ops.maximum(norm, epsilon)
+
+
+@keras.saving.register_keras_serializable(package="keras_swinv2")
+class WindowAttention(keras.layers.Layer):
+    """Multi-head self-attention within each window, with a relative position bias.
+
+    SwinV2 (the default): `logits = cos(q, k) * exp(min(logit_scale, log 100))
+    + 16 * sigmoid(CPB)`, with a learnable temperature `logit_scale` of shape
+    `(num_heads, 1, 1)`. V1: `logits = q k^T / sqrt(head_dim) + table bias`.
+    Only q and v carry a bias unless `key_bias=True` (V1). The logits, the
+    position bias and the softmax are computed in float32 whatever the dtype
+    policy.
+
+    Args:
+        dim: int, channels C of the tokens; must be divisible by `num_heads`.
+        num_heads: int.
+        window_size: int or `(wh, ww)`, tokens per window N = wh * ww.
+        pretrained_window_size: int or pair, window of the pretrained CPB
+            coordinates (0: same as `window_size`).
+        attention: "cosine" (V2) or "dot" (V1).
+        position_bias: "log_cpb" (V2), "linear_cpb" or "table" (V1).
+        qkv_bias: bool, learn biases for q and v.
+        key_bias: bool, learn a bias for k too (V1).
+        attn_drop: float, dropout on the attention probabilities.
+        proj_drop: float, dropout after the output projection.
+
+    Call arguments:
+        windows: tensor `(batch * num_windows, N, C)`.
+        attention_mask: optional float tensor `(num_windows, N, N)` added to the logits
+            (the shifted-window mask).
+
+    Output shape: `(batch * num_windows, N, C)`.
+    """
+
+    def __init__(
+        self,
+        dim,
+        num_heads,
+        window_size,
+        pretrained_window_size=0,
+        attention="cosine",
+        position_bias="log_cpb",
+        qkv_bias=True,
+        key_bias=False,
+        attn_drop=0.0,
+        proj_drop=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if dim % num_heads:
+            raise ValueError(
+                f"dim must be divisible by num_heads; got dim={dim}, num_heads={num_heads}."
+            )
+        if attention not in ATTENTION_TYPES:
+            raise ValueError(f"attention must be one of {ATTENTION_TYPES}; got {attention!r}.")
+        if position_bias not in POSITION_BIAS_TYPES:
+            raise ValueError(
+                f"position_bias must be one of {POSITION_BIAS_TYPES}; got {position_bias!r}."
+            )
+        self.dim = dim
+        self.num_heads = num_heads
+        self.window_size = to_pair(window_size)
+        self.pretrained_window_size = to_pair(pretrained_window_size)
+        self.attention = attention
+        self.position_bias = position_bias
+        self.qkv_bias = qkv_bias
+        self.key_bias = key_bias
+        self.attn_drop = attn_drop
+        self.proj_drop = proj_drop
+
+        init = keras.initializers.TruncatedNormal(stddev=0.02)
+        self.qkv = keras.layers.Dense(3 * dim, use_bias=False, kernel_initializer=init, name="qkv")
+        self.proj = keras.layers.Dense(dim, kernel_initializer=init, name="proj")
+        if position_bias == "table":
+            self.bias_layer = RelativePositionBiasTable(
+                num_heads, self.window_size, dtype=self.dtype_policy, name="relative_position_bias"
+            )
+        else:
+            self.bias_layer = ContinuousPositionBias(
+                num_heads,
+                self.window_size,
+                self.pretrained_window_size,
+                mode=position_bias.split("_")[0],
+                dtype=self.dtype_policy,
+                name="cpb",
+            )
+        self.attn_dropout = keras.layers.Dropout(attn_drop)
+        self.proj_dropout = keras.layers.Dropout(proj_drop)
+
+    def build(self, input_shape):
+        self.qkv.build((None, None, self.dim))
+        self.proj.build((None, None, self.dim))
+        self.bias_layer.build()
+        if self.qkv_bias:
+            self.q_bias = self.add_weight(name="q_bias", shape=(self.dim,), initializer="zeros")
+            self.v_bias = self.add_weight(name="v_bias", shape=(self.dim,), initializer="zeros")
+            if self.key_bias:
+                self.k_bias = self.add_weight(name="k_bias", shape=(self.dim,), initializer="zeros")
+        if self.attention == "cosine":
+            self.logit_scale = self.add_weight(
+                name="logit_scale",
+                shape=(self.num_heads, 1, 1),
+                initializer=keras.initializers.Constant(math.log(10.0)),
+            )
+
+    def call(self, windows, attention_mask=None, training=None):
+        n = self.window_size[0] * self.window_size[1]
+        head_dim = self.dim // self.num_heads
+        qkv = self.qkv(windows)
+        if self.qkv_bias:
+            k_bias = self.k_bias if self.key_bias else ops.zeros((self.dim,), self.q_bias.dtype)
+            qkv = qkv + ops.cast(ops.concatenate([self.q_bias, k_bias, self.v_bias]), qkv.dtype)
+        qkv = ops.transpose(ops.reshape(qkv, (-1, n, 3, self.num_heads, head_dim)), (2, 0, 3, 1, 4))
+        q, k, v = qkv[0], qkv[1], qkv[2]  # (B_, heads, N, head_dim)
+
+        if self.attention == "cosine":
+            q = l2_normalize(ops.cast(q, "float32"))
+            k = l2_normalize(ops.cast(k, "float32"))
+            scale = ops.exp(ops.minimum(ops.cast(self.logit_scale, "float32"), MAX_LOGIT_SCALE))
+            logits = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * scale
+        else:
+            logits = ops.matmul(q * (head_dim**-0.5), ops.transpose(k, (0, 1, 3, 2)))
+            logits = ops.cast(logits, "float32")
+        logits = logits + ops.cast(self.bias_layer.bias(), "float32")
+        if attention_mask is not None:
+            num_windows = ops.shape(attention_mask)[0]
+            logits = ops.reshape(logits, (-1, num_windows, self.num_heads, n, n))
+            logits = logits + ops.cast(attention_mask, "float32")[None, :, None]
+            logits = ops.reshape(logits, (-1, self.num_heads, n, n))
+        probs = ops.softmax(logits, axis=-1)
+        probs = self.attn_dropout(ops.cast(probs, v.dtype), training=training)
+
+        out = ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3))
+        out = self.proj(ops.reshape(out, (-1, n, self.dim)))
+        return self.proj_dropout(out, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            dim=self.dim,
+            num_heads=self.num_heads,
+            window_size=self.window_size,
+            pretrained_window_size=self.pretrained_window_size,
+            attention=self.attention,
+            position_bias=self.position_bias,
+            qkv_bias=self.qkv_bias,
+            key_bias=self.key_bias,
+            attn_drop=self.attn_drop,
+            proj_drop=self.proj_drop,
+        )
+        return config

@@ -1,0 +1,288 @@
+"""The Swin Transformer block: shifted-window attention and an MLP, each residual."""
+
+import keras
+from keras import ops
+
+from keras_swinv2.layers.attention import WindowAttention
+from keras_swinv2.layers.patch_embedding import LAYER_NORM_EPSILON
+from keras_swinv2.layers.windows import shifted_window_mask, window_merge, window_partition
+
+NORM_TYPES = ("post", "pre")
+
+
+@keras.saving.register_keras_serializable(package="keras_swinv2")
+class DropPath(keras.layers.Layer):
+    """Stochastic depth: drops the whole residual branch per sample.
+
+    In training, each sample's input is zeroed with probability `rate` and the
+    survivors are scaled by `1 / (1 - rate)`; at inference it is the identity.
+
+    Input/output shape: any `(batch, ...)`.
+    """
+
+    def __init__(self, rate=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"DropPath rate must be in [0, 1); got {rate}.")
+        self.rate = rate
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed) if rate > 0 else None
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+        mask = keras.random.uniform(shape, seed=self.seed_generator, dtype=x.dtype) < keep
+        return x * ops.cast(mask, x.dtype) / keep
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(rate=self.rate, seed=self.seed)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_swinv2")
+class Mlp(keras.layers.Layer):
+    """Dense(hidden) -> GELU -> Dropout -> Dense(dim) -> Dropout.
+
+    Input/output shape: `(..., dim)`.
+    """
+
+    def __init__(self, dim, hidden_dim, drop=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = dim
+        self.hidden_dim = hidden_dim
+        self.drop = drop
+        init = keras.initializers.TruncatedNormal(stddev=0.02)
+        self.fc1 = keras.layers.Dense(hidden_dim, kernel_initializer=init, name="fc1")
+        self.fc2 = keras.layers.Dense(dim, kernel_initializer=init, name="fc2")
+        self.dropout = keras.layers.Dropout(drop)
+
+    def build(self, input_shape):
+        self.fc1.build((None, self.dim))
+        self.fc2.build((None, self.hidden_dim))
+
+    def call(self, x, training=None):
+        x = keras.activations.gelu(self.fc1(x), approximate=False)
+        x = self.dropout(x, training=training)
+        return self.dropout(self.fc2(x), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dim=self.dim, hidden_dim=self.hidden_dim, drop=self.drop)
+        return config
+
+
+def effective_window(resolution, window_size, shift_size):
+    """Window and shift a block really uses at a given feature-map resolution.
+
+    The official rule: when the smaller side of the map fits in one window,
+    the window shrinks to that side and the shift is 0. Unknown (dynamic)
+    resolutions keep the requested window and shift.
+
+    Args:
+        resolution: `(height, width)`, entries may be None.
+        window_size: int, requested window side.
+        shift_size: int, requested shift.
+
+    Returns:
+        `(window, shift)` ints.
+    """
+    if None not in resolution and min(resolution) <= window_size:
+        return int(min(resolution)), 0
+    return window_size, shift_size
+
+
+@keras.saving.register_keras_serializable(package="keras_swinv2")
+class SwinV2Block(keras.layers.Layer):
+    """One Swin Transformer block on a `(batch, height, width, dim)` token map.
+
+    Data path (V2, `norm="post"`):
+        pad to a window multiple (zeros, bottom/right) -> cyclic shift by
+        `-shift` -> window partition -> WindowAttention (+ shift mask) ->
+        merge -> unshift -> crop the padding;
+        `x = x + DropPath(LN(attn(x)))`, then `x = x + DropPath(LN(mlp(x)))`.
+    With `norm="pre"` (V1) the norms move in front of the branches:
+        `x = x + DropPath(attn(LN(x)))`, `x = x + DropPath(mlp(LN(x)))`.
+
+    Padded tokens are zeros that take part in attention unmasked (the
+    semantics of HF transformers' Swin/Swinv2, which pad before the shift).
+    The window actually used is decided in `build` from the static input
+    resolution (`effective_window`); with a dynamic resolution the requested
+    window and shift are kept.
+
+    Args:
+        dim: int, channels.
+        num_heads: int.
+        window_size: int, requested window side.
+        shift_size: int, requested cyclic shift (0 for regular windows).
+        pretrained_window_size: int, see `ContinuousPositionBias`.
+        mlp_ratio: float, MLP hidden width relative to `dim`.
+        qkv_bias, key_bias, attention, position_bias: see `WindowAttention`.
+        drop: float, dropout in the MLP and after the attention projection.
+        attn_drop: float, dropout on attention probabilities.
+        drop_path: float, stochastic depth rate of both residual branches.
+        norm: "post" (V2 res-post-norm, LayerNorms initialised to zero) or
+            "pre" (V1).
+        extra_norm: bool, apply one more LayerNorm to the block's output (the
+            main-branch norm SwinV2-H/G use every 6 blocks).
+
+    Input/output shape: `(batch, height, width, dim)`.
+    """
+
+    def __init__(
+        self,
+        dim,
+        num_heads,
+        window_size=8,
+        shift_size=0,
+        pretrained_window_size=0,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        key_bias=False,
+        attention="cosine",
+        position_bias="log_cpb",
+        drop=0.0,
+        attn_drop=0.0,
+        drop_path=0.0,
+        norm="post",
+        extra_norm=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if norm not in NORM_TYPES:
+            raise ValueError(f"norm must be one of {NORM_TYPES}; got {norm!r}.")
+        if window_size < 1:
+            raise ValueError(f"window_size must be >= 1; got {window_size}.")
+        if not 0 <= shift_size < window_size:
+            raise ValueError(
+                f"shift_size must be in [0, window_size={window_size}); got {shift_size}."
+            )
+        self.dim = dim
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.pretrained_window_size = pretrained_window_size
+        self.mlp_ratio = mlp_ratio
+        self.qkv_bias = qkv_bias
+        self.key_bias = key_bias
+        self.attention = attention
+        self.position_bias = position_bias
+        self.drop = drop
+        self.attn_drop = attn_drop
+        self.drop_path = drop_path
+        self.norm = norm
+        self.extra_norm = extra_norm
+
+        gamma = "zeros" if norm == "post" else "ones"
+        self.norm1 = keras.layers.LayerNormalization(
+            epsilon=LAYER_NORM_EPSILON, gamma_initializer=gamma, name="norm1"
+        )
+        self.norm2 = keras.layers.LayerNormalization(
+            epsilon=LAYER_NORM_EPSILON, gamma_initializer=gamma, name="norm2"
+        )
+        self.norm3 = (
+            keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="norm3")
+            if extra_norm
+            else None
+        )
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop, name="mlp")
+        self.drop_path_layer = DropPath(drop_path)
+        # Set in build(), once the input resolution is known.
+        self.attn = None
+        self.window, self.shift = window_size, shift_size
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or input_shape[-1] != self.dim:
+            raise ValueError(
+                f"SwinV2Block expects tokens of shape (batch, height, width, {self.dim}); "
+                f"got {tuple(input_shape)}."
+            )
+        self.window, self.shift = effective_window(
+            tuple(input_shape[1:3]), self.window_size, self.shift_size
+        )
+        self.attn = WindowAttention(
+            self.dim,
+            self.num_heads,
+            self.window,
+            pretrained_window_size=self.pretrained_window_size,
+            attention=self.attention,
+            position_bias=self.position_bias,
+            qkv_bias=self.qkv_bias,
+            key_bias=self.key_bias,
+            attn_drop=self.attn_drop,
+            proj_drop=self.drop,
+            dtype=self.dtype_policy,
+            name="attn",
+        )
+        tokens = (None, None, None, self.dim)
+        self.attn.build((None, self.window * self.window, self.dim))
+        for layer in (self.norm1, self.norm2, self.norm3, self.mlp):
+            if layer is not None:
+                layer.build(tokens)
+
+    def _shifted_window_attention(self, x, training):
+        w, s = self.window, self.shift
+        _, height, width, _ = ops.shape(x)
+        pad_h, pad_w = (-height) % w, (-width) % w
+        padded = not (isinstance(pad_h, int) and isinstance(pad_w, int) and pad_h == pad_w == 0)
+        if padded:
+            x = ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        padded_h, padded_w = height + pad_h, width + pad_w
+        mask = None
+        if s > 0:
+            x = ops.roll(x, shift=(-s, -s), axis=(1, 2))
+            mask = shifted_window_mask(padded_h, padded_w, w, s)
+        windows = self.attn(window_partition(x, w), attention_mask=mask, training=training)
+        x = window_merge(windows, w, padded_h, padded_w)
+        if s > 0:
+            x = ops.roll(x, shift=(s, s), axis=(1, 2))
+        if padded:
+            x = x[:, :height, :width, :]
+        return x
+
+    def call(self, x, training=None):
+        if self.norm == "post":
+            x = x + self.drop_path_layer(
+                self.norm1(self._shifted_window_attention(x, training)), training=training
+            )
+            x = x + self.drop_path_layer(self.norm2(self.mlp(x, training=training)), training=training)
+        else:
+            x = x + self.drop_path_layer(
+                self._shifted_window_attention(self.norm1(x), training), training=training
+            )
+            x = x + self.drop_path_layer(self.mlp(self.norm2(x), training=training), training=training)
+        if self.norm3 is not None:
+            x = self.norm3(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            dim=self.dim,
+            num_heads=self.num_heads,
+            window_size=self.window_size,
+            shift_size=self.shift_size,
+            pretrained_window_size=self.pretrained_window_size,
+            mlp_ratio=self.mlp_ratio,
+            qkv_bias=self.qkv_bias,
+            key_bias=self.key_bias,
+            attention=self.attention,
+            position_bias=self.position_bias,
+            drop=self.drop,
+            attn_drop=self.attn_drop,
+            drop_path=self.drop_path,
+            norm=self.norm,
+            extra_norm=self.extra_norm,
+        )
+        return config

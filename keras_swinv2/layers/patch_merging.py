@@ -1,0 +1,73 @@
+"""Patch merging: halves the resolution and doubles the channels between stages."""
+
+import keras
+from keras import ops
+
+from keras_swinv2.layers.patch_embedding import LAYER_NORM_EPSILON
+
+
+@keras.saving.register_keras_serializable(package="keras_swinv2")
+class PatchMerging(keras.layers.Layer):
+    """Merges each 2x2 group of tokens into one.
+
+    The four tokens are concatenated on channels in the order
+    `x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2]`, then
+    V2: `Dense(4C -> 2C, no bias) -> LayerNorm(2C)`;
+    V1: `LayerNorm(4C) -> Dense(4C -> 2C, no bias)`.
+    An odd height or width is zero-padded at the bottom/right first.
+
+    Args:
+        dim: int, input channels C.
+        version: 2 (SwinV2) or 1 (Swin V1).
+        out_dim: int, output channels (default 2C).
+
+    Input shape: `(batch, height, width, dim)`.
+    Output shape: `(batch, ceil(height / 2), ceil(width / 2), out_dim)`.
+    """
+
+    def __init__(self, dim, version=2, out_dim=None, **kwargs):
+        super().__init__(**kwargs)
+        if version not in (1, 2):
+            raise ValueError(f"version must be 1 or 2; got {version!r}.")
+        self.dim = dim
+        self.version = version
+        self.out_dim = out_dim or 2 * dim
+        self.reduction = keras.layers.Dense(
+            self.out_dim,
+            use_bias=False,
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            name="reduction",
+        )
+        self.norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="norm")
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or input_shape[-1] != self.dim:
+            raise ValueError(
+                f"PatchMerging expects tokens of shape (batch, height, width, {self.dim}); "
+                f"got {tuple(input_shape)}."
+            )
+        self.reduction.build((None, 4 * self.dim))
+        self.norm.build((None, self.out_dim if self.version == 2 else 4 * self.dim))
+
+    def call(self, x):
+        _, height, width, _ = ops.shape(x)
+        pad_h, pad_w = height % 2, width % 2
+        if not (isinstance(pad_h, int) and isinstance(pad_w, int) and pad_h == pad_w == 0):
+            x = ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        x = ops.concatenate(
+            [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1
+        )
+        if self.version == 1:
+            return self.reduction(self.norm(x))
+        return self.norm(self.reduction(x))
+
+    def compute_output_shape(self, input_shape):
+        def half(n):
+            return None if n is None else (n + 1) // 2
+
+        return (input_shape[0], half(input_shape[1]), half(input_shape[2]), self.out_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dim=self.dim, version=self.version, out_dim=self.out_dim)
+        return config

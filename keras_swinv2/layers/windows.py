@@ -1,0 +1,89 @@
+"""Window partition / merge and the shifted-window attention mask.
+
+Pure functions on `keras.ops`: they work on every backend, inside `jit`, and
+with dynamic spatial sizes on TensorFlow. A window is given as an int (square)
+or a `(height, width)` pair.
+"""
+
+from keras import ops
+
+# Added to the attention logits between tokens of different shifted regions.
+MASK_VALUE = -100.0
+
+
+def to_pair(value):
+    """Returns `value` as a `(height, width)` tuple of ints."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"Expected an int or a pair (height, width); got {value!r}.")
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def window_partition(x, window_size):
+    """Cuts a feature map into non-overlapping windows.
+
+    Args:
+        x: tensor `(batch, height, width, channels)`; height and width must be
+            multiples of the window.
+        window_size: int or `(wh, ww)`.
+
+    Returns:
+        Tensor `(batch * num_windows, wh * ww, channels)`, windows in row-major
+        order per image, tokens in row-major order per window.
+    """
+    wh, ww = to_pair(window_size)
+    _, height, width, channels = ops.shape(x)
+    x = ops.reshape(x, (-1, height // wh, wh, width // ww, ww, channels))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (-1, wh * ww, channels))
+
+
+def window_merge(windows, window_size, height, width):
+    """Inverse of `window_partition`.
+
+    Args:
+        windows: tensor `(batch * num_windows, wh * ww, channels)`.
+        window_size: int or `(wh, ww)`.
+        height, width: size of the (padded) feature map the windows came from.
+
+    Returns:
+        Tensor `(batch, height, width, channels)`.
+    """
+    wh, ww = to_pair(window_size)
+    channels = ops.shape(windows)[-1]
+    x = ops.reshape(windows, (-1, height // wh, width // ww, wh, ww, channels))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (-1, height, width, channels))
+
+
+def shifted_window_mask(height, width, window_size, shift_size):
+    """Attention mask for shifted windows.
+
+    After a cyclic shift by `shift_size`, a window at the bottom/right border
+    holds tokens from up to four regions that are not neighbours in the image.
+    Tokens attend only within their own region: the mask is 0 for pairs in the
+    same region and `MASK_VALUE` (-100) otherwise.
+
+    Args:
+        height, width: size of the (padded) feature map; ints or scalar tensors.
+        window_size: int or `(wh, ww)`.
+        shift_size: int or `(sh, sw)`, the cyclic shift applied before
+            partitioning.
+
+    Returns:
+        Float32 tensor `(num_windows, wh * ww, wh * ww)`.
+    """
+    wh, ww = to_pair(window_size)
+    sh, sw = to_pair(shift_size)
+
+    def regions(size, window, shift):
+        # 0: [0, size - window), 1: [size - window, size - shift), 2: [size - shift, size)
+        idx = ops.arange(size)
+        return ops.cast(idx >= size - window, "int32") + ops.cast(idx >= size - shift, "int32")
+
+    region = regions(height, wh, sh)[:, None] * 3 + regions(width, ww, sw)[None, :]
+    region = ops.cast(region[None, :, :, None], "float32")
+    region = ops.squeeze(window_partition(region, (wh, ww)), axis=-1)
+    same = ops.equal(region[:, :, None], region[:, None, :])
+    return ops.where(same, 0.0, MASK_VALUE)

@@ -1,0 +1,13 @@
+"""Checkpoint reading, layout ports (official / timm / HF) and loading."""
+
+from keras_swinv2.weights.io import read_state_dict
+from keras_swinv2.weights.layouts import (
+    LAYOUTS,
+    detect_layout,
+    from_hf,
+    from_official,
+    from_timm,
+    infer_config,
+    to_canonical,
+)
+from keras_swinv2.weights.loader import keras_weight_map, load_state_dict, load_weights

@@ -1,0 +1,74 @@
+"""Reading PyTorch-side checkpoints into `{name: numpy array}` dicts."""
+
+import os
+
+import numpy as np
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+# Wrappers that training scripts put around the state dict.
+WRAPPER_KEYS = ("model", "state_dict", "model_ema", "module")
+
+
+def _unwrap(obj, path):
+    while isinstance(obj, dict) and not any(hasattr(v, "shape") for v in obj.values()):
+        key = next((k for k in WRAPPER_KEYS if k in obj), None)
+        if key is None:
+            raise ValueError(
+                f"{path} holds no tensors at its top level and none of the usual wrappers "
+                f"{WRAPPER_KEYS}; found keys {sorted(obj)[:10]}."
+            )
+        obj = obj[key]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} does not hold a state dict; found {type(obj).__name__}.")
+    return obj
+
+
+def read_state_dict(path):
+    """Reads a checkpoint file as `{name: numpy array}`.
+
+    `.safetensors` is read with `safetensors.numpy` (no torch needed);
+    `.npz` with numpy; `.pth`/`.pt`/`.bin`/`.ckpt` with
+    `torch.load(weights_only=True)`, which needs PyTorch. A `{"model": ...}`
+    style wrapper is removed. bfloat16/float16 tensors are returned as
+    float32.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No checkpoint file at {path!r}.")
+    lower = path.lower()
+    if lower.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        try:
+            state = load_file(path)
+        except Exception as e:  # safetensors raises its own error types
+            raise ValueError(f"{path} is not a readable safetensors file: {e}") from e
+    elif lower.endswith(".npz"):
+        with np.load(path) as data:
+            state = {k: data[k] for k in data.files}
+    elif lower.endswith(TORCH_SUFFIXES):
+        try:
+            import torch
+        except ImportError as e:
+            raise ImportError(
+                f"Reading {path} needs PyTorch (`pip install keras-swinv2[torch]`); "
+                "or convert it to .safetensors."
+            ) from e
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{path} is not a readable PyTorch checkpoint: {e}") from e
+        state = {
+            k: (v.float() if v.is_floating_point() else v).numpy()
+            for k, v in _unwrap(obj, path).items()
+            if isinstance(v, torch.Tensor)
+        }
+    else:
+        raise ValueError(
+            f"Unknown checkpoint format for {path!r}: expected .safetensors, .npz, "
+            f"{', '.join(TORCH_SUFFIXES)}, .weights.h5 or .keras."
+        )
+    return {
+        k: v.astype("float32") if v.dtype.kind == "f" and v.dtype != np.float32 else v
+        for k, v in _unwrap(state, path).items()
+    }

@@ -1,0 +1,144 @@
+"""Assigning canonical-layout checkpoints to a `SwinV2Model`."""
+
+import os
+
+import numpy as np
+
+from keras_swinv2.layers.position_bias import resize_relative_position_table
+from keras_swinv2.weights.io import read_state_dict
+from keras_swinv2.weights.layouts import to_canonical
+
+# How a PyTorch tensor becomes a Keras variable.
+LINEAR, CONV, PLAIN, TABLE = "linear", "conv", "plain", "table"
+
+
+def _dense(out, prefix, layer, bias=True):
+    out[prefix + ".weight"] = (layer.kernel, LINEAR)
+    if bias:
+        out[prefix + ".bias"] = (layer.bias, PLAIN)
+
+
+def _norm(out, prefix, layer):
+    out[prefix + ".weight"] = (layer.gamma, PLAIN)
+    out[prefix + ".bias"] = (layer.beta, PLAIN)
+
+
+def keras_weight_map(model):
+    """Maps canonical checkpoint names to the model's variables.
+
+    Returns:
+        dict `name -> (variable, kind)`, kind one of "linear" (transpose),
+        "conv" (`(out, in, kh, kw)` -> `(kh, kw, in, out)`), "plain", "table"
+        (V1 position table, resized when its window differs).
+    """
+    out = {}
+    patch = model.get_layer("patch_embed")
+    out["patch_embed.proj.weight"] = (patch.proj.kernel, CONV)
+    out["patch_embed.proj.bias"] = (patch.proj.bias, PLAIN)
+    if patch.norm is not None:
+        _norm(out, "patch_embed.norm", patch.norm)
+    for i, stage in enumerate(model.stages):
+        if stage.merge is not None:
+            _dense(out, f"layers.{i}.downsample.reduction", stage.merge.reduction, bias=False)
+            _norm(out, f"layers.{i}.downsample.norm", stage.merge.norm)
+        for j, block in enumerate(stage.blocks):
+            p = f"layers.{i}.blocks.{j}."
+            _norm(out, p + "norm1", block.norm1)
+            _norm(out, p + "norm2", block.norm2)
+            if block.norm3 is not None:
+                _norm(out, p + "norm3", block.norm3)
+            attn = block.attn
+            _dense(out, p + "attn.qkv", attn.qkv, bias=False)
+            if attn.qkv_bias:
+                out[p + "attn.q_bias"] = (attn.q_bias, PLAIN)
+                out[p + "attn.v_bias"] = (attn.v_bias, PLAIN)
+                if attn.key_bias:
+                    out[p + "attn.k_bias"] = (attn.k_bias, PLAIN)
+            if attn.attention == "cosine":
+                out[p + "attn.logit_scale"] = (attn.logit_scale, PLAIN)
+            if attn.position_bias == "table":
+                out[p + "attn.relative_position_bias_table"] = (attn.bias_layer.table, TABLE)
+            else:
+                _dense(out, p + "attn.cpb_mlp.0", attn.bias_layer.fc1)
+                _dense(out, p + "attn.cpb_mlp.2", attn.bias_layer.fc2, bias=False)
+            _dense(out, p + "attn.proj", attn.proj)
+            _dense(out, p + "mlp.fc1", block.mlp.fc1)
+            _dense(out, p + "mlp.fc2", block.mlp.fc2)
+    _norm(out, "norm", model.get_layer("norm"))
+    if model.include_top:
+        _dense(out, "head.fc", model.get_layer("head"))
+    return out
+
+
+def _to_keras(array, kind, target_shape):
+    if kind == LINEAR:
+        return array.T if array.ndim == 2 else array
+    if kind == CONV:
+        return array.transpose(2, 3, 1, 0) if array.ndim == 4 else array
+    if kind == TABLE and array.ndim == 2 and array.shape != tuple(target_shape):
+        if array.shape[1] != target_shape[1]:
+            return array  # wrong head count: reported as a shape mismatch
+        source = (int(round(np.sqrt(array.shape[0]))) + 1) // 2
+        target = (int(round(np.sqrt(target_shape[0]))) + 1) // 2
+        return resize_relative_position_table(array, source, target)
+    return array
+
+
+def load_state_dict(model, state, layout=None):
+    """Loads a PyTorch-layout state dict (numpy arrays) into `model`.
+
+    The layout ("official", "timm", "hf") is detected when None. Derived
+    buffers are ignored; V1 position tables are resized bicubically to the
+    model's window. Head weights are skipped when the model has no top.
+    Everything is checked before anything is assigned: a missing, unexpected
+    or mis-shaped tensor raises a `ValueError` that names each one (with both
+    shapes) and leaves the model unchanged.
+    """
+    canonical = to_canonical(state, layout)
+    target = keras_weight_map(model)
+    if not model.include_top:
+        canonical = {k: v for k, v in canonical.items() if not k.startswith("head.")}
+    missing = [k for k in target if k not in canonical]
+    unexpected = [k for k in canonical if k not in target]
+    problems = [f"missing in checkpoint: {k} (model expects shape {tuple(target[k][0].shape)})" for k in missing]
+    problems += [f"unexpected in checkpoint: {k} (shape {tuple(canonical[k].shape)})" for k in unexpected]
+    values = {}
+    for name, (variable, kind) in target.items():
+        if name not in canonical:
+            continue
+        value = _to_keras(np.asarray(canonical[name]), kind, variable.shape)
+        if tuple(value.shape) != tuple(variable.shape):
+            problems.append(
+                f"shape mismatch for {name}: checkpoint {tuple(canonical[name].shape)} "
+                f"(as Keras {tuple(value.shape)}), model {tuple(variable.shape)}"
+            )
+        values[name] = value
+    if problems:
+        shown = "\n  ".join(problems[:40])
+        more = f"\n  ... and {len(problems) - 40} more" if len(problems) > 40 else ""
+        raise ValueError(
+            f"The checkpoint does not fit model '{model.name}' ({len(problems)} problem(s)):\n  "
+            f"{shown}{more}"
+        )
+    for name, (variable, _) in target.items():
+        variable.assign(values[name].astype(variable.dtype))
+
+
+def load_weights(model, weights, layout=None):
+    """Loads `weights` into `model`.
+
+    Args:
+        model: a `SwinV2Model`.
+        weights: path to a Keras file (`.weights.h5`, `.keras`) or a PyTorch
+            checkpoint (`.safetensors`, `.pth`, `.pt`, `.bin`, `.npz`) in the
+            official, timm or HF transformers layout.
+        layout: force a layout instead of detecting it.
+    """
+    path = os.fspath(weights)
+    if path.endswith((".weights.h5", ".keras")):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No weights file at {path!r}.")
+        model.load_weights(path)
+        return model
+    load_state_dict(model, read_state_dict(path), layout=layout)
+    return model
