@@ -165,6 +165,7 @@ class SwinV2Model(keras.Model):
                 input_tensor = keras.Input(tensor=input_tensor, shape=input_shape)
             input_shape = tuple(input_tensor.shape[1:])
             inputs = keras.utils.get_source_inputs(input_tensor)
+            inputs = inputs[0] if len(inputs) == 1 else inputs
             images = input_tensor
         else:
             input_shape = tuple(input_shape) if input_shape is not None else None
