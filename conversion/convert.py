@@ -1,0 +1,239 @@
+"""Converts a PyTorch Swin / SwinV2 checkpoint into a Keras `.keras` or `.weights.h5` file.
+
+    python conversion/convert.py SRC DST [--layout official|timm|hf] [--window-size N]
+        [--input-size H [W]] [--pretrained-window-sizes a b c d] [--no-top]
+        [--classifier-activation softmax|none]
+
+SRC is any checkpoint `keras_swinv2.weights.read_state_dict` reads (`.safetensors`,
+`.pth`/`.pt`/`.bin`/`.ckpt`, `.npz`) in the official Microsoft, timm or HF
+transformers layout. The architecture (embed dim, depths, heads, MLP ratio,
+V1/V2 switches, classes) is inferred from the tensors. What tensors cannot say
+is taken, in this order, from the flags, from the checkpoint's derived buffers
+when it has them (official checkpoints store `relative_position_index`,
+`relative_coords_table` and `attn_mask`: they give the window, the CPB's
+pretrained windows and the image size), else from defaults (window 8, 256 px).
+DST's suffix picks the format: `.keras` (whole model) or `.weights.h5`
+(weights only). DST is written atomically (temp file + `os.replace`).
+"""
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+
+import numpy as np
+
+DEFAULT_WINDOW = 8
+DEFAULT_SIZE = 256
+OUTPUT_SUFFIXES = (".keras", ".weights.h5")
+
+
+def _stage_buffers(state, name):
+    """`{stage: array}` of a derived buffer of block 0 of each stage (any prefix)."""
+    pattern = re.compile(rf"(?:^|\.)layers\.(\d+)\.blocks\.0\.attn\.{name}$")
+    found = {}
+    for key, value in state.items():
+        m = pattern.search(key)
+        if m:
+            found[int(m.group(1))] = np.asarray(value)
+    return found
+
+
+def _window_of_index(index):
+    """Window side from a `relative_position_index` `(N, N)` or `(N*N,)` buffer."""
+    n = index.shape[0] if index.ndim == 2 else int(round(np.sqrt(index.size)))
+    side = int(round(np.sqrt(n)))
+    return side if side * side == n and side >= 1 else None
+
+
+def infer_geometry(state):
+    """Window, per-stage pretrained windows and image size from derived buffers.
+
+    Only buffers that are exactly what the official code would compute are
+    trusted: a `relative_coords_table` must equal
+    `keras_swinv2.layers.relative_coords_table(W, P)` for the recovered W, P,
+    and a `relative_position_index` must equal the regenerated index.
+
+    Returns:
+        dict with any of "window_size", "pretrained_window_sizes" (one per
+        stage that had a verifiable table; `None` if some stage had none) and
+        "input_size" (square, from stage 1's shift mask).
+    """
+    from keras_swinv2.layers import relative_coords_table, relative_position_index
+
+    out = {}
+    windows = {}
+    for stage, index in _stage_buffers(state, "relative_position_index").items():
+        side = _window_of_index(index)
+        if side and np.array_equal(index.reshape(-1), relative_position_index(side).astype(index.dtype)):
+            windows[stage] = side
+    tables = _stage_buffers(state, "relative_coords_table")
+    pretrained = {}
+    for stage, table in tables.items():
+        if table.ndim != 4 or table.shape[1] != table.shape[2] or table.shape[1] % 2 == 0:
+            continue
+        side = (table.shape[1] + 1) // 2
+        windows.setdefault(stage, side)
+        if side < 2:
+            continue
+        peak = float(np.max(table[..., 0]))  # = log2(8 (W-1)/(P-1) + 1) / 3
+        ratio = (2.0 ** (3.0 * peak) - 1.0) / 8.0
+        if not np.isfinite(ratio) or ratio <= 0:
+            continue
+        p = int(round(1 + (side - 1) / ratio))
+        if p >= 2 and np.allclose(
+            relative_coords_table(side, p).reshape(table.shape[1:]), table[0], atol=1e-4
+        ):
+            pretrained[stage] = p
+    if windows:
+        out["window_size"] = max(windows.values())
+    if pretrained:
+        stages = range(max(max(windows, default=0), max(pretrained)) + 1)
+        out["pretrained_window_sizes"] = (
+            tuple(pretrained[s] for s in stages) if all(s in pretrained for s in stages) else None
+        )
+    # Stage 1's shift mask is (windows, N, N): windows = (H/4 / W)^2 for a square image.
+    if 0 in windows:
+        mask_key = re.compile(r"(?:^|\.)layers\.0\.blocks\.\d+\.attn_mask$")
+        for key, mask in state.items():
+            if mask_key.search(key) and np.ndim(mask) == 3 and mask.shape[1] == windows[0] ** 2:
+                per_side = int(round(np.sqrt(mask.shape[0])))
+                if per_side * per_side == mask.shape[0]:
+                    out["input_size"] = (4 * windows[0] * per_side,) * 2
+                break
+    return out
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(
+        prog="convert.py",
+        description="Convert a PyTorch Swin/SwinV2 checkpoint (official, timm or HF layout) "
+        "to a Keras .keras or .weights.h5 file.",
+    )
+    parser.add_argument("src", help="checkpoint: .safetensors, .pth/.pt/.bin/.ckpt or .npz")
+    parser.add_argument("dst", help="output: .keras (model) or .weights.h5 (weights)")
+    parser.add_argument("--layout", choices=("official", "timm", "hf"), help="force the key layout (default: detect)")
+    parser.add_argument("--window-size", type=int, help="attention window (default: from the checkpoint, else 8)")
+    parser.add_argument(
+        "--input-size", type=int, nargs="+", metavar="H [W]",
+        help="image height [and width] (default: from the checkpoint, else 256)",
+    )
+    parser.add_argument(
+        "--pretrained-window-sizes", type=int, nargs="+", metavar="N",
+        help="window per stage the CPB was trained at (default: from the checkpoint, else 0)",
+    )
+    parser.add_argument("--no-top", action="store_true", help="drop the classification head")
+    parser.add_argument(
+        "--classifier-activation", default="softmax",
+        help="activation of the head, 'none' for logits (default: softmax)",
+    )
+    args = parser.parse_args(argv)
+    if not args.dst.endswith(OUTPUT_SUFFIXES):
+        parser.error(f"DST must end with .keras or .weights.h5; got {args.dst!r}.")
+    if args.input_size is not None and len(args.input_size) not in (1, 2):
+        parser.error(f"--input-size takes H or H W; got {args.input_size}.")
+    if args.window_size is not None and args.window_size < 1:
+        parser.error(f"--window-size must be >= 1; got {args.window_size}.")
+    return args
+
+
+def _save_atomic(model, dst):
+    directory = os.path.dirname(os.path.abspath(dst))
+    os.makedirs(directory, exist_ok=True)
+    suffix = ".weights.h5" if dst.endswith(".weights.h5") else ".keras"
+    fd, tmp = tempfile.mkstemp(prefix=".convert-", suffix=suffix, dir=directory)
+    os.close(fd)
+    try:
+        if suffix == ".keras":
+            model.save(tmp, overwrite=True)
+        else:
+            model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def main(argv=None):
+    """Runs the conversion; returns 0. Raises on unreadable or ill-fitting checkpoints."""
+    args = _parse(argv)
+
+    from keras_swinv2 import SwinV2Model
+    from keras_swinv2.weights import detect_layout, infer_config, load_state_dict, read_state_dict
+
+    state = read_state_dict(args.src)
+    layout = args.layout or detect_layout(state)
+    config = infer_config(state, layout)
+    geometry = infer_geometry(state)
+    num_stages = len(config["depths"])
+
+    source = {}
+    window = config.pop("window_size", None)
+    source["window_size"] = "checkpoint (V1 table)" if window else None
+    if window is None and "window_size" in geometry:
+        window, source["window_size"] = geometry["window_size"], "checkpoint (derived buffers)"
+    if args.window_size is not None:
+        window, source["window_size"] = args.window_size, "--window-size"
+    if window is None:
+        window, source["window_size"] = DEFAULT_WINDOW, "default"
+
+    pretrained, source["pretrained_window_sizes"] = (0,) * num_stages, "default"
+    if geometry.get("pretrained_window_sizes") and len(geometry["pretrained_window_sizes"]) == num_stages:
+        pretrained = geometry["pretrained_window_sizes"]
+        source["pretrained_window_sizes"] = "checkpoint (derived buffers)"
+    if args.pretrained_window_sizes is not None:
+        if len(args.pretrained_window_sizes) != num_stages:
+            raise SystemExit(
+                f"--pretrained-window-sizes needs {num_stages} values (one per stage); "
+                f"got {args.pretrained_window_sizes}."
+            )
+        pretrained, source["pretrained_window_sizes"] = tuple(args.pretrained_window_sizes), "--pretrained-window-sizes"
+
+    size, source["input_size"] = (DEFAULT_SIZE, DEFAULT_SIZE), "default"
+    if "input_size" in geometry:
+        size, source["input_size"] = geometry["input_size"], "checkpoint (shift mask)"
+    if args.input_size is not None:
+        size = (args.input_size[0], args.input_size[-1])
+        source["input_size"] = "--input-size"
+
+    has_head = config.pop("include_top")
+    classes = config.pop("classes", 1000)
+    include_top = has_head and not args.no_top
+    activation = None if args.classifier_activation.lower() == "none" else args.classifier_activation
+
+    model = SwinV2Model(
+        **config,
+        window_size=window,
+        pretrained_window_sizes=pretrained,
+        input_shape=(size[0], size[1], config["in_channels"]),
+        include_top=include_top,
+        classes=classes,
+        classifier_activation=activation,
+        name="swinv2",
+    )
+    load_state_dict(model, state, layout=layout)
+
+    print(f"source:       {args.src} ({layout} layout, {len(state)} tensors)")
+    print("architecture:")
+    for key in ("embed_dim", "depths", "num_heads", "patch_size", "in_channels", "mlp_ratio",
+                "qkv_bias", "key_bias", "attention", "norm", "position_bias", "patch_merging",
+                "extra_norm_period"):
+        print(f"  {key:24s}{config[key]}")
+    print(f"  {'window_size':24s}{window}  [{source['window_size']}]")
+    print(f"  {'pretrained_window_sizes':24s}{pretrained}  [{source['pretrained_window_sizes']}]")
+    print(f"  {'input_size':24s}{size[0]}x{size[1]}  [{source['input_size']}]")
+    if include_top:
+        print(f"  {'head':24s}{classes} classes, activation {activation}")
+    else:
+        print(f"  {'head':24s}none" + (" (dropped: --no-top)" if has_head else " (checkpoint has none)"))
+    print(f"parameters:   {model.count_params():,}")
+
+    _save_atomic(model, args.dst)
+    print(f"wrote:        {args.dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

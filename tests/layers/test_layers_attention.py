@@ -1,0 +1,187 @@
+"""attention.py: SwinV2 cosine attention vs HF, V1 dot attention vs numpy, argument checks."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import keras
+
+from keras_swinv2.layers import WindowAttention, l2_normalize
+
+from reference import max_abs_diff, randomize_
+from swin_layer_helpers import (
+    brute_force_relative_index,
+    official_shift_mask,
+    pair,
+    randomize_keras,
+    softmax,
+    to_numpy,
+)
+
+
+def _hf_attention(dim, heads, window, pretrained, seed):
+    from transformers import Swinv2Config
+    from transformers.models.swinv2.modeling_swinv2 import Swinv2Attention
+
+    config = Swinv2Config(qkv_bias=True, attention_probs_dropout_prob=0.0)
+    return randomize_(Swinv2Attention(config, dim, heads, pair(window), pretrained), seed).eval()
+
+
+def _copy_hf_attention(layer, hf):
+    def t(p):
+        return p.detach().numpy()
+
+    s = hf.self
+    layer.qkv.kernel.assign(
+        np.concatenate([t(s.query.weight).T, t(s.key.weight).T, t(s.value.weight).T], axis=1)
+    )
+    layer.q_bias.assign(t(s.query.bias))
+    layer.v_bias.assign(t(s.value.bias))
+    layer.logit_scale.assign(t(s.logit_scale))
+    mlp = s.continuous_position_bias_mlp
+    layer.bias_layer.fc1.kernel.assign(t(mlp[0].weight).T)
+    layer.bias_layer.fc1.bias.assign(t(mlp[0].bias))
+    layer.bias_layer.fc2.kernel.assign(t(mlp[2].weight).T)
+    layer.proj.kernel.assign(t(hf.output.dense.weight).T)
+    layer.proj.bias.assign(t(hf.output.dense.bias))
+
+
+@pytest.mark.parametrize(
+    "dim, heads, feature_size, window, shift, pretrained",
+    [
+        (24, 4, (8, 8), 4, 2, 0),
+        (18, 3, (6, 12), 3, 1, 6),  # 3 windows by 4, pretrained CPB scale
+        (16, 2, (4, 8), (2, 4), (1, 2), 0),  # rectangular window and shift
+    ],
+)
+def test_cosine_attention_matches_hf_with_shift_mask_and_clamp(
+    dim, heads, feature_size, window, shift, pretrained, report
+):
+    hf = _hf_attention(dim, heads, window, pretrained, seed=7)
+    # Temperatures on both sides of the log(100) clamp: heads above it prove the clamp.
+    scales = np.random.default_rng(0).uniform(math.log(50), math.log(300), heads)
+    scales[0], scales[-1] = math.log(60.0), math.log(300.0)
+    with torch.no_grad():
+        hf.self.logit_scale.copy_(torch.from_numpy(scales.reshape(heads, 1, 1)).float())
+
+    layer = WindowAttention(dim, heads, window, pretrained_window_size=pretrained)
+    wh, ww = pair(window)
+    n = wh * ww
+    layer.build((None, n, dim))
+    _copy_hf_attention(layer, hf)
+
+    batch = 2
+    mask = official_shift_mask(*feature_size, window, shift)
+    num_windows = mask.shape[0]
+    assert (mask == -100).any()
+    windows = np.random.default_rng(1).standard_normal((batch * num_windows, n, dim))
+    windows = windows.astype("float32")
+
+    with torch.no_grad():
+        # HF adds the mask twice. At the clamped temperature (100) cosine logits
+        # span up to 200, so -200 and the official -100 do NOT give the same
+        # softmax: hand HF half the mask, which makes its total exactly -100.
+        expected = hf(torch.from_numpy(windows), torch.from_numpy(mask / 2))[0].numpy()
+    out = to_numpy(layer(windows, attention_mask=mask))
+    diff = max_abs_diff(out, expected)
+    report(test="window_attention_vs_hf", window=str(window), max_abs_diff=diff)
+    assert diff <= 1e-5
+
+    clamped = np.minimum(scales, math.log(100.0))
+    # Temperatures above the clamp act exactly as log(100)...
+    layer.logit_scale.assign(clamped.reshape(heads, 1, 1))
+    assert max_abs_diff(to_numpy(layer(windows, attention_mask=mask)), out) <= 1e-6
+    # ...and the heads above it do influence the output (the check above is not vacuous).
+    lowered = np.where(scales > math.log(100.0), math.log(50.0), scales)
+    layer.logit_scale.assign(lowered.reshape(heads, 1, 1))
+    assert max_abs_diff(to_numpy(layer(windows, attention_mask=mask)), expected) > 1e-3
+
+
+def _numpy_window_attention(x, w, heads, mask, scale_mode):
+    """Plain numpy window attention (dot-product, V1 table bias)."""
+    b, n, dim = x.shape
+    hd = dim // heads
+    qkv = x.astype("float64") @ w["qkv"] + w["qkv_bias"]
+    qkv = qkv.reshape(b, n, 3, heads, hd).transpose(2, 0, 3, 1, 4)
+    q, k, v = qkv
+    logits = q @ k.transpose(0, 1, 3, 2) * hd**-0.5
+    index = w["index"]
+    bias = np.stack([w["table"][index, h] for h in range(heads)])  # (heads, n, n)
+    logits = logits + bias[None]
+    if mask is not None:
+        nw = mask.shape[0]
+        logits = logits.reshape(b // nw, nw, heads, n, n) + mask[None, :, None]
+        logits = logits.reshape(b, heads, n, n)
+    out = (softmax(logits) @ v).transpose(0, 2, 1, 3).reshape(b, n, dim)
+    return out @ w["proj_kernel"] + w["proj_bias"]
+
+
+@pytest.mark.parametrize("qkv_bias, key_bias", [(True, True), (True, False), (False, False)])
+@pytest.mark.parametrize("with_mask", [True, False])
+def test_dot_attention_with_table_matches_numpy(qkv_bias, key_bias, with_mask):
+    dim, heads, window = 12, 3, (2, 3)
+    n = 6
+    layer = WindowAttention(
+        dim, heads, window, attention="dot", position_bias="table", qkv_bias=qkv_bias, key_bias=key_bias
+    )
+    layer.build((None, n, dim))
+    randomize_keras(layer, seed=5)
+    assert not hasattr(layer, "logit_scale")
+    assert isinstance(layer.bias_layer, keras.layers.Layer)
+
+    w = {
+        "qkv": to_numpy(layer.qkv.kernel).astype("float64"),
+        "proj_kernel": to_numpy(layer.proj.kernel),
+        "proj_bias": to_numpy(layer.proj.bias),
+        "table": to_numpy(layer.bias_layer.table),
+        "index": brute_force_relative_index(window),
+    }
+    zeros = np.zeros(dim)
+    if qkv_bias:
+        k_bias = to_numpy(layer.k_bias) if key_bias else zeros
+        w["qkv_bias"] = np.concatenate([to_numpy(layer.q_bias), k_bias, to_numpy(layer.v_bias)])
+        assert np.abs(w["qkv_bias"]).max() > 0
+    else:
+        w["qkv_bias"] = np.zeros(3 * dim)
+    assert hasattr(layer, "k_bias") == (qkv_bias and key_bias)
+
+    mask = official_shift_mask(4, 6, window, (1, 1)) if with_mask else None
+    nw = 4
+    x = np.random.default_rng(2).standard_normal((2 * nw, n, dim)).astype("float32")
+    expected = _numpy_window_attention(x, w, heads, mask, "dot")
+    out = to_numpy(layer(x, attention_mask=mask))
+    assert out.shape == (2 * nw, n, dim)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5)
+
+
+def test_linear_cpb_uses_linear_coordinates():
+    layer = WindowAttention(8, 2, 4, position_bias="linear_cpb")
+    assert layer.bias_layer.mode == "linear"
+    assert np.abs(layer.bias_layer.coords).max() == pytest.approx(8.0)
+    layer_log = WindowAttention(8, 2, 4)
+    assert layer_log.bias_layer.mode == "log"
+    assert np.abs(layer_log.bias_layer.coords).max() < 1.1
+
+
+def test_logit_scale_initialised_to_log10():
+    layer = WindowAttention(8, 2, 4)
+    layer.build((None, 16, 8))
+    np.testing.assert_allclose(to_numpy(layer.logit_scale), np.full((2, 1, 1), math.log(10.0)), rtol=1e-6)
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        WindowAttention(10, 3, 4)
+    with pytest.raises(ValueError, match="attention must be one of"):
+        WindowAttention(12, 3, 4, attention="additive")
+    with pytest.raises(ValueError, match="position_bias must be one of"):
+        WindowAttention(12, 3, 4, position_bias="rope")
+
+
+def test_l2_normalize_is_safe_on_zero_vectors():
+    x = np.array([[0.0, 0.0, 0.0], [3.0, 0.0, 4.0]], dtype="float32")
+    out = to_numpy(l2_normalize(x))
+    np.testing.assert_allclose(out, [[0, 0, 0], [0.6, 0, 0.8]], rtol=0, atol=1e-7)
+    assert np.isfinite(out).all()

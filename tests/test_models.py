@@ -1,0 +1,166 @@
+"""The keras.applications contract, serialisation round trips and compiled execution."""
+
+import numpy as np
+import pytest
+
+import keras
+from keras import ops
+
+import keras_swinv2
+from keras_swinv2.models import VARIANTS
+
+from helpers import SMALL, images, randomize_weights, small_model
+
+BACKEND = keras.backend.backend()
+
+
+def numpy(x):
+    return ops.convert_to_numpy(x)
+
+
+def test_keras_file_round_trip(tmp_path):
+    model = small_model()
+    x = images()
+    expected = numpy(model(x))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, keras_swinv2.SwinV2Model)
+    np.testing.assert_array_equal(numpy(restored(x)), expected)
+    assert sorted(restored.pyramid_outputs) == ["P2", "P3"]
+    assert restored.get_config() == model.get_config()
+
+
+def test_weights_h5_round_trip(tmp_path):
+    model = small_model()
+    x = images()
+    path = tmp_path / "model.weights.h5"
+    model.save_weights(path)
+    fresh = keras_swinv2.SwinV2Model(**SMALL, input_shape=(32, 32, 3), classes=5, classifier_activation=None)
+    assert not np.allclose(numpy(fresh(x)), numpy(model(x)))
+    keras_swinv2.load_weights(fresh, path)
+    np.testing.assert_array_equal(numpy(fresh(x)), numpy(model(x)))
+
+
+def test_compiled_execution_matches_eager():
+    model = small_model()
+    x = images()
+    eager = numpy(model(x, training=False))
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        compiled = tf.function(lambda t: model(t, training=False), jit_compile=True)
+        out = numpy(compiled(tf.constant(x)))
+    elif BACKEND == "jax":
+        import jax
+
+        @jax.jit
+        def compiled(trainable, non_trainable, t):
+            return model.stateless_call(trainable, non_trainable, t, training=False)[0]
+
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        out = numpy(compiled(trainable, non_trainable, x))
+    else:
+        import torch
+
+        with torch.no_grad():
+            out = numpy(model(torch.from_numpy(x), training=False))
+    np.testing.assert_allclose(out, eager, atol=1e-5)
+    # model.predict runs the backend's compiled path (tf.function / jax.jit / torch)
+    model.compile(jit_compile=BACKEND != "torch")
+    np.testing.assert_allclose(model.predict(x, verbose=0), eager, atol=1e-5)
+
+
+def test_dynamic_input_shape_accepts_any_size():
+    static = small_model(input_shape=(64, 64, 3))
+    dynamic = keras_swinv2.SwinV2Model(**SMALL, input_shape=(None, None, 3), classes=5, classifier_activation=None)
+    dynamic.set_weights(static.get_weights())
+    x = images((1, 64, 64, 3))
+    # 64 px: every stage is larger than the window, so both models use the same windows
+    np.testing.assert_allclose(numpy(dynamic(x)), numpy(static(x)), atol=1e-5)
+    for shape in [(2, 40, 48, 3), (1, 50, 36, 3)]:  # needs padding to patch and window multiples
+        out = numpy(dynamic(images(shape)))
+        assert out.shape == (shape[0], 5) and np.isfinite(out).all()
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="graph with unknown spatial dims is TensorFlow-specific")
+def test_tf_graph_with_unknown_spatial_dims():
+    import tensorflow as tf
+
+    model = randomize_weights(
+        keras_swinv2.SwinV2Model(**SMALL, input_shape=(None, None, 3), classes=5, classifier_activation=None)
+    )
+    fn = tf.function(
+        lambda t: model(t, training=False), input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)]
+    )
+    for shape in [(1, 40, 44, 3), (2, 64, 64, 3)]:
+        x = images(shape)
+        np.testing.assert_allclose(numpy(fn(tf.constant(x))), numpy(model(x)), atol=1e-5)
+
+
+def test_backbone_outputs_and_pooling():
+    x = images((2, 64, 64, 3))
+    arch = dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), window_size=2, input_shape=(64, 64, 3))
+    features = keras_swinv2.SwinV2Model(**arch, include_top=False)
+    assert features.output.shape == (None, 2, 2, 128)
+    shapes = {k: tuple(v.shape) for k, v in features.pyramid_outputs.items()}
+    assert shapes == {
+        "P2": (None, 16, 16, 16),
+        "P3": (None, 8, 8, 32),
+        "P4": (None, 4, 4, 64),
+        "P5": (None, 2, 2, 128),
+    }
+    pyramid = keras.Model(features.input, features.pyramid_outputs)
+    assert numpy(pyramid(x)["P4"]).shape == (2, 4, 4, 64)
+    feature_map = numpy(features(x))
+    avg = keras_swinv2.SwinV2Model(**arch, include_top=False, pooling="avg")
+    avg.set_weights(features.get_weights())
+    np.testing.assert_allclose(numpy(avg(x)), feature_map.mean(axis=(1, 2)), atol=1e-5)
+    mx = keras_swinv2.SwinV2Model(**arch, include_top=False, pooling="max")
+    mx.set_weights(features.get_weights())
+    np.testing.assert_allclose(numpy(mx(x)), feature_map.max(axis=(1, 2)), atol=1e-5)
+
+
+def test_input_tensor_and_classifier_activation():
+    inputs = keras.Input((32, 32, 3))
+    model = keras_swinv2.SwinV2(input_tensor=inputs, classes=7, **SMALL)
+    assert model.input is inputs
+    probs = numpy(model(images()))
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)  # softmax by default
+
+
+def test_variant_builders_and_window_clamping():
+    tiny = keras_swinv2.SwinV2Tiny()
+    assert tiny.image_shape == (256, 256, 3) and tiny.count_params() == 28_347_154
+    assert [(b.window, b.shift) for b in tiny.stages[3].blocks] == [(8, 0), (8, 0)]  # 8x8 map
+    assert [(b.window, b.shift) for b in tiny.stages[0].blocks] == [(8, 0), (8, 4)]
+    # SwinV2-B 22k geometry: 192 px, window 12 -> stage 3 (12x12) unshifted, stage 4 window 6
+    base = keras_swinv2.SwinV2Base(include_top=False, input_shape=(192, 192, 3), window_size=12)
+    assert [(b.window, b.shift) for b in base.stages[2].blocks[:2]] == [(12, 0), (12, 0)]
+    assert [(b.window, b.shift) for b in base.stages[3].blocks] == [(6, 0), (6, 0)]
+    assert [(b.window, b.shift) for b in base.stages[1].blocks] == [(12, 0), (12, 6)]
+
+
+def test_huge_giant_configs():
+    for name in ("huge", "giant"):
+        arch = VARIANTS[name]
+        assert arch["extra_norm_period"] == 6
+        assert all(arch["embed_dim"] * 2**i // h == 32 for i, h in enumerate(arch["num_heads"]))
+    # the extra main-branch norm on every 2nd block of a stage, at small scale
+    model = small_model(depths=(4, 2), extra_norm_period=2)
+    norms = [[b.norm3 is not None for b in s.blocks] for s in model.stages]
+    assert norms == [[False, True, False, True], [False, True]]
+
+
+def test_fit_with_stochastic_depth():
+    model = keras_swinv2.SwinV2Model(
+        **SMALL, input_shape=(32, 32, 3), classes=3, drop_path_rate=0.3, classifier_activation=None
+    )
+    model.compile(optimizer="adamw", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = images((8, 32, 32, 3))
+    y = np.arange(8) % 3
+    before = [w.copy() for w in model.get_weights()]
+    history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))

@@ -1,0 +1,609 @@
+"""Checkpoint loading: official / timm / HF layouts, file formats, config inference, errors,
+Keras formats, and the `conversion/convert.py` command-line tool.
+
+Every checkpoint here is made from a randomised HF transformers model (see
+`reference.py`) by converters written in THIS file, independently of
+`keras_swinv2.weights.layouts`, and every successful load is checked against
+the HF model's outputs (logits or final features, and all four stage outputs;
+max abs difference <= 1e-4). The architecture is tiny (embed dim 16, depths
+(2, 2, 2, 2), 64 px, window 4: stage resolutions 16, 8, 4, 2 exercise the
+shifted windows, the window == resolution case and a clamped window of 2).
+"""
+
+import importlib.util
+import pathlib
+import re
+import types
+
+import numpy as np
+import pytest
+import torch
+
+import keras
+
+from keras_swinv2 import SwinV2Model
+from keras_swinv2.layers import relative_coords_table, relative_position_index, resize_relative_position_table
+from keras_swinv2.weights import detect_layout, infer_config, load_state_dict, load_weights, read_state_dict
+
+from reference import hf_outputs, hf_swin_v1, hf_swinv2, keras_outputs, max_abs_diff, state_dict_numpy
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ARCH = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
+V1_SWITCHES = dict(attention="dot", norm="pre", position_bias="table", patch_merging=1, key_bias=True)
+SIZE, WINDOW, CLASSES, BATCH, TOL = 64, 4, 10, 2, 1e-4
+FORMATS = ("safetensors", "pth", "npz")
+
+
+# --------------------------------------------------------------------------------------
+# Independent layout converters: HF transformers state dict -> official / timm layout.
+# --------------------------------------------------------------------------------------
+
+
+def _effective_windows(size=SIZE, window=WINDOW, stages=4):
+    """The window each stage really uses (the official rule: clamp to the resolution)."""
+    out, res = [], size // 4
+    for _ in range(stages):
+        out.append(min(res, window))
+        res //= 2
+    return out
+
+
+def hf_to_pytorch_layout(
+    hf_state, layout="official", depths=ARCH["depths"], prefix="", cpb_name="cpb_mlp", head=True,
+    buffers="random", pretrained_window_sizes=None, seed=0,
+):
+    """An HF Swinv2 / Swin (V1) state dict in the official Microsoft or timm layout.
+
+    official: `layers.{i}.downsample` at the END of stage i (i = 0..n-2), `head.*`;
+    timm: `layers.{i+1}.downsample` at the START of stage i+1, `head.fc.*`.
+    V2 blocks get a fused `attn.qkv.weight` (query, key, value on dim 0) with
+    `attn.q_bias`/`attn.v_bias`; V1 blocks a fused `attn.qkv.bias` too.
+
+    buffers: "random" adds `relative_coords_table`, `relative_position_index`
+    and `attn_mask` with random contents (a loader must ignore them); "real"
+    adds them as the official code computes them (window geometry from
+    `_effective_windows`); None adds none.
+    """
+    rng = np.random.default_rng(seed)
+    sd = {re.sub(r"^(swinv2|swin)\.", "", k): np.asarray(v) for k, v in hf_state.items()}
+    v1 = any(".attention.q_proj." in k for k in sd)
+    windows = _effective_windows(stages=len(depths))
+    pretrained = pretrained_window_sizes or (0,) * len(depths)
+    out = {}
+
+    def put(name, value):
+        out[prefix + name] = np.ascontiguousarray(value)
+
+    put("patch_embed.proj.weight", sd["embeddings.patch_embeddings.projection.weight"])
+    put("patch_embed.proj.bias", sd["embeddings.patch_embeddings.projection.bias"])
+    put("patch_embed.norm.weight", sd["embeddings.norm.weight"])
+    put("patch_embed.norm.bias", sd["embeddings.norm.bias"])
+    res = SIZE // 4
+    for i, depth in enumerate(depths):
+        w = windows[i]
+        for j in range(depth):
+            h, o = f"encoder.layers.{i}.blocks.{j}.", f"layers.{i}.blocks.{j}."
+            if v1:
+                q, k, v = (sd[f"{h}attention.{n}_proj.weight"] for n in "qkv")
+                put(o + "attn.qkv.weight", np.concatenate([q, k, v], axis=0))
+                put(o + "attn.qkv.bias", np.concatenate([sd[f"{h}attention.{n}_proj.bias"] for n in "qkv"]))
+                put(o + "attn.relative_position_bias_table",
+                    sd[h + "attention.relative_position_bias.relative_position_bias_table"])
+                proj, fc1, fc2 = h + "attention.o_proj", h + "mlp.fc1", h + "mlp.fc2"
+            else:
+                s = h + "attention.self."
+                put(o + "attn.qkv.weight",
+                    np.concatenate([sd[s + "query.weight"], sd[s + "key.weight"], sd[s + "value.weight"]], axis=0))
+                put(o + "attn.q_bias", sd[s + "query.bias"])
+                put(o + "attn.v_bias", sd[s + "value.bias"])
+                put(o + "attn.logit_scale", sd[s + "logit_scale"])
+                put(o + f"attn.{cpb_name}.0.weight", sd[s + "continuous_position_bias_mlp.0.weight"])
+                put(o + f"attn.{cpb_name}.0.bias", sd[s + "continuous_position_bias_mlp.0.bias"])
+                put(o + f"attn.{cpb_name}.2.weight", sd[s + "continuous_position_bias_mlp.2.weight"])
+                proj, fc1, fc2 = h + "attention.output.dense", h + "intermediate.dense", h + "output.dense"
+            for src, dst in ((proj, "attn.proj"), (fc1, "mlp.fc1"), (fc2, "mlp.fc2"),
+                             (h + "layernorm_before", "norm1"), (h + "layernorm_after", "norm2")):
+                put(o + dst + ".weight", sd[src + ".weight"])
+                put(o + dst + ".bias", sd[src + ".bias"])
+            n, windows_per_map = w * w, (-(-res // w)) ** 2
+            if buffers == "random":
+                put(o + "attn.relative_position_index", rng.integers(0, 1000, size=(n, n)))
+                if not v1:
+                    put(o + "attn.relative_coords_table", rng.normal(size=(1, 2 * w - 1, 2 * w - 1, 2)).astype("float32"))
+                if j % 2 and res > w:
+                    put(o + "attn_mask", rng.normal(size=(windows_per_map, n, n)).astype("float32"))
+            elif buffers == "real":
+                put(o + "attn.relative_position_index", relative_position_index(w).reshape(n, n).astype("int64"))
+                if not v1:
+                    coords = relative_coords_table(w, pretrained[i]).reshape(1, 2 * w - 1, 2 * w - 1, 2)
+                    put(o + "attn.relative_coords_table", coords)
+                if j % 2 and res > w:
+                    put(o + "attn_mask", np.zeros((windows_per_map, n, n), "float32"))
+        if i < len(depths) - 1:
+            stage = i if layout == "official" else i + 1
+            put(f"layers.{stage}.downsample.reduction.weight", sd[f"encoder.layers.{i}.downsample.reduction.weight"])
+            put(f"layers.{stage}.downsample.norm.weight", sd[f"encoder.layers.{i}.downsample.norm.weight"])
+            put(f"layers.{stage}.downsample.norm.bias", sd[f"encoder.layers.{i}.downsample.norm.bias"])
+        res //= 2
+    put("norm.weight", sd["layernorm.weight"])
+    put("norm.bias", sd["layernorm.bias"])
+    if head:
+        name = "head" if layout == "official" else "head.fc"
+        put(name + ".weight", sd["classifier.weight"])
+        put(name + ".bias", sd["classifier.bias"])
+    return out
+
+
+def save_checkpoint(state, path):
+    """Writes `{name: array}` as .safetensors, .pth/.bin (torch.save) or .npz."""
+    path = pathlib.Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import save_file
+
+        save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(path))
+    elif path.suffix == ".pth":  # training-script style: wrapped, plus non-tensor entries
+        tensors = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+        torch.save({"model": tensors, "epoch": 3}, str(path))
+    elif path.suffix == ".bin":  # HF style: the bare state dict
+        torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, str(path))
+    elif path.suffix == ".npz":
+        np.savez(str(path), **state)
+    else:
+        raise AssertionError(path)
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# References (module-scoped: each HF model runs once) and Keras models.
+# --------------------------------------------------------------------------------------
+
+
+def _reference(model, backbone):
+    images = np.random.default_rng(7).normal(size=(BATCH, SIZE, SIZE, 3)).astype("float32")
+    logits, stages = hf_outputs(model, images)
+    with torch.no_grad():
+        hidden = backbone(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).last_hidden_state.numpy()
+    side = SIZE // 32
+    return types.SimpleNamespace(
+        hf=state_dict_numpy(model), images=images, logits=logits, stages=stages,
+        features=hidden.reshape(BATCH, side, side, -1),
+    )
+
+
+@pytest.fixture(scope="module")
+def v2():
+    model = hf_swinv2(SIZE, window_size=WINDOW, num_labels=CLASSES, seed=1, **ARCH)
+    return _reference(model, model.swinv2)
+
+
+@pytest.fixture(scope="module")
+def v1():
+    model = hf_swin_v1(SIZE, window_size=WINDOW, num_labels=CLASSES, seed=2, **ARCH)
+    return _reference(model, model.swin)
+
+
+def build(include_top=True, v1=False, window=WINDOW, **kwargs):
+    return SwinV2Model(
+        **ARCH,
+        **(V1_SWITCHES if v1 else {}),
+        window_size=window,
+        input_shape=(SIZE, SIZE, 3),
+        classes=CLASSES,
+        classifier_activation=None,
+        include_top=include_top,
+        **kwargs,
+    )
+
+
+_MODELS = {}
+
+
+def cached_model(include_top=True, v1=False):
+    """One model per kind per backend session, its weights scrambled before each use."""
+    key = (include_top, v1)
+    if key not in _MODELS:
+        _MODELS[key] = build(include_top=include_top, v1=v1)
+    model = _MODELS[key]
+    rng = np.random.default_rng(123)
+    model.set_weights([rng.normal(size=w.shape).astype(w.dtype) for w in model.get_weights()])
+    return model
+
+
+def assert_matches(model, ref, top=True):
+    out, stages = keras_outputs(model, ref.images)
+    diffs = {"logits": max_abs_diff(out, ref.logits)} if top else {"features": max_abs_diff(out, ref.features)}
+    for i, (ours, theirs) in enumerate(zip(stages, ref.stages)):
+        diffs[f"P{i + 2}"] = max_abs_diff(ours, theirs)
+    assert len(stages) == 4
+    assert max(diffs.values()) <= TOL, diffs
+    return diffs
+
+
+def weights_of(model):
+    return [np.array(w) for w in model.get_weights()]
+
+
+def assert_unchanged(before, model):
+    after = model.get_weights()
+    assert len(before) == len(after)
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------------------
+# Layouts x formats.
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("layout", ["official", "timm"])
+def test_v2_official_and_timm_layouts_load(layout, fmt, v2, tmp_path, report):
+    state = hf_to_pytorch_layout(v2.hf, layout)
+    path = save_checkpoint(state, tmp_path / f"ckpt.{fmt}")
+    model = cached_model()
+    assert load_weights(model, path) is model
+    diffs = assert_matches(model, v2)
+    report(test="weights", case=f"v2-{layout}-{fmt}", **diffs)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_v2_hf_layout_loads(fmt, v2, tmp_path):
+    path = save_checkpoint(v2.hf, tmp_path / f"model.{fmt}")
+    model = cached_model()
+    load_weights(model, path)
+    assert_matches(model, v2)
+
+
+@pytest.mark.parametrize("layout", ["hf", "official", "timm"])
+def test_v1_loads(layout, v1, tmp_path):
+    """HF Swin V1, and V1 in the official/timm layout (fused `attn.qkv.bias`)."""
+    state = v1.hf if layout == "hf" else hf_to_pytorch_layout(v1.hf, layout)
+    path = save_checkpoint(state, tmp_path / ("v1.safetensors" if layout == "hf" else "v1.pth"))
+    model = cached_model(v1=True)
+    load_weights(model, path)
+    assert_matches(model, v1)
+
+
+def test_simmim_keys_load(v2, tmp_path):
+    """SimMIM's old official keys: `encoder.` prefix, `rpe_mlp` for the CPB MLP, no head."""
+    state = hf_to_pytorch_layout(v2.hf, "official", prefix="encoder.", cpb_name="rpe_mlp", head=False)
+    assert any(".attn.rpe_mlp.0.weight" in k for k in state)
+    assert detect_layout(state) == "official"
+    model = cached_model(include_top=False)
+    load_weights(model, save_checkpoint(state, tmp_path / "simmim.pth"))
+    assert_matches(model, v2, top=False)
+
+
+def test_simmim_pretraining_checkpoint_loads(v2, tmp_path):
+    """A SimMIM pre-training checkpoint as saved holds the decoder and the mask token too.
+
+    The official `load_pretrained` of SimMIM keeps only the `encoder.*` keys and
+    strips the prefix; `encoder.mask_token` and `decoder.*` are not backbone weights.
+    """
+    state = hf_to_pytorch_layout(v2.hf, "official", prefix="encoder.", cpb_name="rpe_mlp", head=False)
+    state["encoder.mask_token"] = np.zeros((1, 1, ARCH["embed_dim"]), "float32")
+    state["decoder.0.weight"] = np.zeros((4**2 * 32 * 3, 128, 1, 1), "float32")
+    state["decoder.0.bias"] = np.zeros((4**2 * 32 * 3,), "float32")
+    model = cached_model(include_top=False)
+    load_weights(model, save_checkpoint(state, tmp_path / "simmim_full.pth"))
+    assert_matches(model, v2, top=False)
+
+
+def test_module_prefix_loads(v2):
+    """DistributedDataParallel checkpoints prefix every key with `module.`."""
+    state = hf_to_pytorch_layout(v2.hf, "official", prefix="module.")
+    model = cached_model()
+    load_state_dict(model, state)
+    assert_matches(model, v2)
+
+
+# --------------------------------------------------------------------------------------
+# detect_layout / infer_config.
+# --------------------------------------------------------------------------------------
+
+
+def test_detect_layout(v2, v1):
+    assert detect_layout(hf_to_pytorch_layout(v2.hf, "official")) == "official"
+    assert detect_layout(hf_to_pytorch_layout(v2.hf, "timm")) == "timm"
+    assert detect_layout(hf_to_pytorch_layout(v2.hf, "official", head=False)) == "official"
+    assert detect_layout(hf_to_pytorch_layout(v2.hf, "timm", head=False)) == "timm"
+    assert detect_layout(hf_to_pytorch_layout(v2.hf, "official", buffers=None)) == "official"
+    assert detect_layout(v2.hf) == "hf"
+    assert detect_layout(v1.hf) == "hf"
+    assert detect_layout(hf_to_pytorch_layout(v1.hf, "official")) == "official"
+    assert detect_layout(hf_to_pytorch_layout(v1.hf, "timm")) == "timm"
+
+
+@pytest.mark.parametrize(
+    "state",
+    [{"conv1.weight": np.zeros((8, 3, 3, 3)), "fc.weight": np.zeros((10, 8))}, {}],
+    ids=["resnet", "empty"],
+)
+def test_detect_layout_unknown_raises(state, tmp_path):
+    with pytest.raises(ValueError, match="known layout"):
+        detect_layout(state)
+    if state:
+        path = save_checkpoint(state, tmp_path / "other.safetensors")
+        with pytest.raises(ValueError):
+            load_weights(cached_model(), path)
+
+
+V2_EXPECTED = dict(
+    embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), patch_size=4, in_channels=3,
+    mlp_ratio=4.0, qkv_bias=True, key_bias=False, attention="cosine", norm="post",
+    position_bias="log_cpb", patch_merging=2, extra_norm_period=0, include_top=True, classes=CLASSES,
+)
+V1_EXPECTED = dict(
+    V2_EXPECTED, key_bias=True, attention="dot", norm="pre", position_bias="table", patch_merging=1,
+    window_size=WINDOW,
+)
+
+
+@pytest.mark.parametrize("layout", ["official", "timm", "hf"])
+def test_infer_config_v2(layout, v2):
+    state = v2.hf if layout == "hf" else hf_to_pytorch_layout(v2.hf, layout)
+    config = infer_config(state)
+    assert config == V2_EXPECTED
+    assert isinstance(config["mlp_ratio"], float)
+    config.pop("include_top")
+    model = SwinV2Model(**config, window_size=WINDOW, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
+    load_state_dict(model, state)
+    assert_matches(model, v2)
+
+
+@pytest.mark.parametrize("layout", ["official", "hf"])
+def test_infer_config_v1(layout, v1):
+    state = v1.hf if layout == "hf" else hf_to_pytorch_layout(v1.hf, layout)
+    config = infer_config(state)
+    assert config == V1_EXPECTED
+    config.pop("include_top")
+    model = SwinV2Model(**config, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
+    load_state_dict(model, state)
+    assert_matches(model, v1)
+
+
+def test_infer_config_without_head(v2):
+    config = infer_config(hf_to_pytorch_layout(v2.hf, "official", prefix="encoder.", head=False))
+    assert config["include_top"] is False and "classes" not in config
+    assert config["depths"] == ARCH["depths"] and config["num_heads"] == ARCH["num_heads"]
+
+
+# --------------------------------------------------------------------------------------
+# Errors: each names the tensor, and a failed load changes nothing.
+# --------------------------------------------------------------------------------------
+
+
+def test_missing_tensor_raises_and_leaves_model_unchanged(v2):
+    state = hf_to_pytorch_layout(v2.hf, "official")
+    del state["layers.2.blocks.1.mlp.fc1.bias"]
+    model = cached_model()
+    before = weights_of(model)
+    with pytest.raises(ValueError, match=re.escape("layers.2.blocks.1.mlp.fc1.bias")) as info:
+        load_state_dict(model, state)
+    assert "missing" in str(info.value)
+    assert_unchanged(before, model)
+
+
+def test_unexpected_tensor_raises_and_leaves_model_unchanged(v2):
+    state = hf_to_pytorch_layout(v2.hf, "official")
+    state["layers.1.blocks.0.attn.gate.weight"] = np.zeros((4, 4), "float32")
+    model = cached_model()
+    before = weights_of(model)
+    with pytest.raises(ValueError, match=re.escape("layers.1.blocks.0.attn.gate.weight")) as info:
+        load_state_dict(model, state)
+    assert "unexpected" in str(info.value)
+    assert_unchanged(before, model)
+
+
+@pytest.mark.parametrize(
+    "name, shape, model_shape",
+    [
+        ("norm.weight", (7,), (128,)),
+        # a Linear (out, in) = (60, 16) where the model's Keras kernel is (in, out) = (16, 64)
+        ("layers.0.blocks.1.mlp.fc1.weight", (60, 16), (16, 64)),
+        ("layers.3.blocks.0.attn.logit_scale", (4, 1, 1), (8, 1, 1)),
+    ],
+)
+def test_misshaped_tensor_raises_and_leaves_model_unchanged(name, shape, model_shape, v2):
+    state = hf_to_pytorch_layout(v2.hf, "official")
+    state[name] = np.zeros(shape, "float32")
+    model = cached_model()
+    before = weights_of(model)
+    with pytest.raises(ValueError) as info:
+        load_state_dict(model, state)
+    message = str(info.value)
+    assert name in message and str(shape) in message and str(model_shape) in message, message
+    assert_unchanged(before, model)
+
+
+def test_hf_checkpoint_without_key_projection_raises(v2):
+    state = dict(v2.hf)
+    del state["swinv2.encoder.layers.0.blocks.0.attention.self.key.weight"]
+    with pytest.raises(ValueError, match="layers.0.blocks.0"):
+        load_state_dict(cached_model(), state)
+
+
+def test_head_missing_for_model_with_top_raises(v2):
+    model = cached_model()
+    before = weights_of(model)
+    with pytest.raises(ValueError, match="head"):
+        load_state_dict(model, hf_to_pytorch_layout(v2.hf, "official", head=False))
+    assert_unchanged(before, model)
+
+
+@pytest.mark.parametrize("name", ["absent.safetensors", "absent.pth", "absent.npz", "absent.weights.h5", "absent.keras"])
+def test_missing_file_raises_file_not_found(name, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_weights(cached_model(), tmp_path / name)
+
+
+def test_truncated_safetensors_raises_value_error(v2, tmp_path):
+    path = save_checkpoint(hf_to_pytorch_layout(v2.hf, "official"), tmp_path / "full.safetensors")
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00not a safetensors file" * 8)
+    model = cached_model()
+    before = weights_of(model)
+    for bad in (truncated, garbage):
+        with pytest.raises(ValueError, match=re.escape(str(bad))):
+            load_weights(model, bad)
+    assert_unchanged(before, model)
+
+
+@pytest.mark.parametrize("fmt", ["pth", "npz"])
+def test_truncated_pth_and_npz_raise_value_error(fmt, v2, tmp_path):
+    path = save_checkpoint(hf_to_pytorch_layout(v2.hf, "official"), tmp_path / f"full.{fmt}")
+    data = path.read_bytes()
+    truncated = tmp_path / f"truncated.{fmt}"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError):
+        read_state_dict(truncated)
+
+
+@pytest.mark.parametrize("name", ["weights.h5", "model.onnx", "ckpt.tar", "noext"])
+def test_unknown_extension_raises_value_error(name, tmp_path):
+    path = tmp_path / name
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="Unknown checkpoint format"):
+        load_weights(cached_model(), path)
+
+
+def test_wrapper_without_state_dict_raises(tmp_path):
+    path = tmp_path / "wrapped.pth"
+    torch.save({"optimizer": {"lr": 0.1}, "epoch": 3}, str(path))
+    with pytest.raises(ValueError, match="wrapped.pth"):
+        read_state_dict(path)
+
+
+# --------------------------------------------------------------------------------------
+# Heads, windows, Keras formats.
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["official", "timm", "hf"])
+def test_model_without_top_ignores_checkpoint_head(layout, v2):
+    state = v2.hf if layout == "hf" else hf_to_pytorch_layout(v2.hf, layout)
+    model = cached_model(include_top=False)
+    load_state_dict(model, state)
+    assert_matches(model, v2, top=False)
+
+
+@pytest.mark.parametrize("layout", ["hf", "official"])
+def test_v1_table_resized_to_another_window(layout, v1):
+    """A window-4 V1 checkpoint in a window-8 model: stages 1-2 (maps 16, 8) get resized tables."""
+    state = v1.hf if layout == "hf" else hf_to_pytorch_layout(v1.hf, layout)
+    model = build(v1=True, window=8)
+    load_state_dict(model, state)
+    hf_key = "swin.encoder.layers.{}.blocks.{}.attention.relative_position_bias.relative_position_bias_table"
+    for i, (window, source) in enumerate(zip((8, 8, 4, 2), (4, 4, 4, 2))):
+        for j in range(ARCH["depths"][i]):
+            table = keras.ops.convert_to_numpy(model.stages[i].blocks[j].attn.bias_layer.table)
+            original = v1.hf[hf_key.format(i, j)]
+            assert original.shape[0] == (2 * source - 1) ** 2
+            assert table.shape == ((2 * window - 1) ** 2, ARCH["num_heads"][i])
+            np.testing.assert_allclose(table, resize_relative_position_table(original, source, window), atol=1e-6)
+    # the un-resized parts still compute what the checkpoint computes
+    logits, _ = keras_outputs(model, v1.images)
+    assert np.all(np.isfinite(logits))
+
+
+def test_keras_formats_round_trip(v2, tmp_path):
+    model = cached_model()
+    load_weights(model, save_checkpoint(hf_to_pytorch_layout(v2.hf, "official"), tmp_path / "c.safetensors"))
+    model.save_weights(str(tmp_path / "m.weights.h5"))
+    model.save(str(tmp_path / "m.keras"))
+    for path in (tmp_path / "m.weights.h5", tmp_path / "m.keras", str(tmp_path / "m.keras")):
+        fresh = build()
+        assert load_weights(fresh, path) is fresh
+        assert_matches(fresh, v2)
+    loaded = keras.saving.load_model(str(tmp_path / "m.keras"))
+    assert isinstance(loaded, SwinV2Model)
+    assert_matches(loaded, v2)
+
+
+# --------------------------------------------------------------------------------------
+# conversion/convert.py
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def convert():
+    spec = importlib.util.spec_from_file_location("swinv2_convert", ROOT / "conversion" / "convert.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_convert_to_keras_file(convert, v2, tmp_path, capsys):
+    src = save_checkpoint(hf_to_pytorch_layout(v2.hf, "official"), tmp_path / "ckpt.pth")
+    dst = tmp_path / "out" / "model.keras"
+    assert convert.main([str(src), str(dst), "--window-size", "4", "--input-size", "64"]) == 0
+    printed = capsys.readouterr().out
+    assert "official" in printed and "(2, 2, 2, 2)" in printed and "(1, 2, 4, 8)" in printed
+    assert "parameters" in printed
+    assert [p.name for p in dst.parent.iterdir()] == ["model.keras"]  # no temp file left behind
+
+    model = keras.saving.load_model(str(dst))
+    assert isinstance(model, SwinV2Model)
+    assert f"{model.count_params():,}" in printed
+    probs, stages = keras_outputs(model, v2.images)
+    assert max_abs_diff(probs, _softmax(v2.logits.astype("float64")).astype("float32")) <= TOL
+    for ours, theirs in zip(stages, v2.stages):
+        assert max_abs_diff(ours, theirs) <= TOL
+
+
+def test_convert_hf_to_weights_h5_without_top(convert, v2, tmp_path):
+    src = save_checkpoint(v2.hf, tmp_path / "model.safetensors")
+    dst = tmp_path / "backbone.weights.h5"
+    dst.write_bytes(b"old contents, replaced atomically")
+    argv = [str(src), str(dst), "--layout", "hf", "--window-size", "4", "--input-size", "64", "64",
+            "--pretrained-window-sizes", "0", "0", "0", "0", "--no-top"]
+    assert convert.main(argv) == 0
+    model = cached_model(include_top=False)
+    load_weights(model, dst)
+    assert_matches(model, v2, top=False)
+
+
+def test_convert_reads_geometry_from_official_buffers(convert, tmp_path, capsys):
+    """Official checkpoints carry the window, the CPB's pretrained windows and the image size
+    in their derived buffers; with no flags the converter recovers all three."""
+    pretrained = (3, 3, 3, 2)
+    reference = hf_swinv2(SIZE, window_size=WINDOW, pretrained_window_sizes=pretrained, num_labels=CLASSES,
+                          seed=3, **ARCH)
+    ref = _reference(reference, reference.swinv2)
+    state = hf_to_pytorch_layout(ref.hf, "official", buffers="real", pretrained_window_sizes=pretrained)
+    assert convert.infer_geometry(state) == {
+        "window_size": WINDOW, "pretrained_window_sizes": pretrained, "input_size": (SIZE, SIZE),
+    }
+    dst = tmp_path / "model.keras"
+    convert.main([str(save_checkpoint(state, tmp_path / "ckpt.safetensors")), str(dst),
+                  "--classifier-activation", "none"])
+    assert "derived buffers" in capsys.readouterr().out
+    model = keras.saving.load_model(str(dst))
+    assert (model.window_size, model.pretrained_window_sizes, model.image_shape) == (WINDOW, pretrained, (SIZE, SIZE, 3))
+    assert_matches(model, ref)
+
+
+def test_convert_ignores_inconsistent_buffers(convert, v2):
+    assert convert.infer_geometry(hf_to_pytorch_layout(v2.hf, "official")) == {}
+    assert convert.infer_geometry(v2.hf) == {}
+
+
+def test_convert_rejects_bad_arguments(convert, v2, tmp_path):
+    src = save_checkpoint(hf_to_pytorch_layout(v2.hf, "official"), tmp_path / "ckpt.npz")
+    with pytest.raises(SystemExit):
+        convert.main([str(src), str(tmp_path / "out.h5")])
+    with pytest.raises(SystemExit):
+        convert.main([str(src), str(tmp_path / "out.keras"), "--input-size", "64", "64", "64"])
+    with pytest.raises(SystemExit):
+        convert.main([str(src), str(tmp_path / "out.keras"), "--pretrained-window-sizes", "4", "4"])
+    with pytest.raises(FileNotFoundError):
+        convert.main([str(tmp_path / "absent.pth"), str(tmp_path / "out.keras")])
+    assert not (tmp_path / "out.keras").exists() and not (tmp_path / "out.h5").exists()
