@@ -47,60 +47,55 @@ def _window_of_index(index):
     return side if side * side == n and side >= 1 else None
 
 
-def infer_geometry(state):
+def infer_geometry(state, patch_size=4):
     """Window, per-stage pretrained windows and image size from derived buffers.
 
-    Only buffers that are exactly what the official code would compute are
-    trusted: a `relative_coords_table` must equal
-    `keras_swinv2.layers.relative_coords_table(W, P)` for the recovered W, P,
-    and a `relative_position_index` must equal the regenerated index.
+    The window of each stage comes from the SHAPE of its `relative_position_index`
+    `(N, N)` or `relative_coords_table` `(1, 2W-1, 2W-1, 2)`; the model's window is
+    the largest (smaller stages are clamped to their resolution). The CPB's
+    pretrained window P of a stage is read from the table's CONTENTS, and only
+    trusted when the table equals `keras_swinv2.layers.relative_coords_table(W, P)`.
+    The image size comes from the shape of stage 1's shift mask
+    `(windows, N, N)`, assuming a square image.
 
     Returns:
-        dict with any of "window_size", "pretrained_window_sizes" (one per
-        stage that had a verifiable table; `None` if some stage had none) and
-        "input_size" (square, from stage 1's shift mask).
+        dict with any of "window_size", "pretrained_window_sizes" (only when
+        every stage has a verified table) and "input_size".
     """
-    from keras_swinv2.layers import relative_coords_table, relative_position_index
+    from keras_swinv2.layers import relative_coords_table
 
     out = {}
     windows = {}
     for stage, index in _stage_buffers(state, "relative_position_index").items():
         side = _window_of_index(index)
-        if side and np.array_equal(index.reshape(-1), relative_position_index(side).astype(index.dtype)):
+        if side:
             windows[stage] = side
-    tables = _stage_buffers(state, "relative_coords_table")
     pretrained = {}
-    for stage, table in tables.items():
+    for stage, table in _stage_buffers(state, "relative_coords_table").items():
         if table.ndim != 4 or table.shape[1] != table.shape[2] or table.shape[1] % 2 == 0:
             continue
         side = (table.shape[1] + 1) // 2
         windows.setdefault(stage, side)
         if side < 2:
             continue
-        peak = float(np.max(table[..., 0]))  # = log2(8 (W-1)/(P-1) + 1) / 3
-        ratio = (2.0 ** (3.0 * peak) - 1.0) / 8.0
-        if not np.isfinite(ratio) or ratio <= 0:
+        peak = float(np.max(table[..., 0]))  # log2(8 (W-1)/(P-1) + 1) / 3 at offset W-1
+        ratio = (2.0 ** (3.0 * peak) - 1.0) / 8.0 if np.isfinite(peak) and peak < 30 else 0.0
+        if ratio <= 0:
             continue
         p = int(round(1 + (side - 1) / ratio))
-        if p >= 2 and np.allclose(
-            relative_coords_table(side, p).reshape(table.shape[1:]), table[0], atol=1e-4
-        ):
+        if p >= 2 and np.allclose(relative_coords_table(side, p).reshape(table.shape[1:]), table[0], atol=1e-4):
             pretrained[stage] = p
     if windows:
         out["window_size"] = max(windows.values())
-    if pretrained:
-        stages = range(max(max(windows, default=0), max(pretrained)) + 1)
-        out["pretrained_window_sizes"] = (
-            tuple(pretrained[s] for s in stages) if all(s in pretrained for s in stages) else None
-        )
-    # Stage 1's shift mask is (windows, N, N): windows = (H/4 / W)^2 for a square image.
+        if pretrained and all(s in pretrained for s in range(max(windows) + 1)):
+            out["pretrained_window_sizes"] = tuple(pretrained[s] for s in range(max(windows) + 1))
     if 0 in windows:
         mask_key = re.compile(r"(?:^|\.)layers\.0\.blocks\.\d+\.attn_mask$")
         for key, mask in state.items():
             if mask_key.search(key) and np.ndim(mask) == 3 and mask.shape[1] == windows[0] ** 2:
                 per_side = int(round(np.sqrt(mask.shape[0])))
                 if per_side * per_side == mask.shape[0]:
-                    out["input_size"] = (4 * windows[0] * per_side,) * 2
+                    out["input_size"] = (patch_size * windows[0] * per_side,) * 2
                 break
     return out
 
@@ -166,7 +161,7 @@ def main(argv=None):
     state = read_state_dict(args.src)
     layout = args.layout or detect_layout(state)
     config = infer_config(state, layout)
-    geometry = infer_geometry(state)
+    geometry = infer_geometry(state, config["patch_size"])
     num_stages = len(config["depths"])
 
     source = {}

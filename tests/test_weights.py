@@ -31,6 +31,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 ARCH = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
 V1_SWITCHES = dict(attention="dot", norm="pre", position_bias="table", patch_merging=1, key_bias=True)
 SIZE, WINDOW, CLASSES, BATCH, TOL = 64, 4, 10, 2, 1e-4
+# HF's Swin V1 (transformers 5) fails when a stage is smaller than the window, so V1
+# runs at 128 px (stages 32, 16, 8, 4: the last one exactly one window).
+V1_SIZE = 128
 FORMATS = ("safetensors", "pth", "npz")
 
 
@@ -39,7 +42,7 @@ FORMATS = ("safetensors", "pth", "npz")
 # --------------------------------------------------------------------------------------
 
 
-def _effective_windows(size=SIZE, window=WINDOW, stages=4):
+def _effective_windows(size, window=WINDOW, stages=4):
     """The window each stage really uses (the official rule: clamp to the resolution)."""
     out, res = [], size // 4
     for _ in range(stages):
@@ -50,7 +53,7 @@ def _effective_windows(size=SIZE, window=WINDOW, stages=4):
 
 def hf_to_pytorch_layout(
     hf_state, layout="official", depths=ARCH["depths"], prefix="", cpb_name="cpb_mlp", head=True,
-    buffers="random", pretrained_window_sizes=None, seed=0,
+    buffers="random", pretrained_window_sizes=None, seed=0, size=None,
 ):
     """An HF Swinv2 / Swin (V1) state dict in the official Microsoft or timm layout.
 
@@ -67,7 +70,8 @@ def hf_to_pytorch_layout(
     rng = np.random.default_rng(seed)
     sd = {re.sub(r"^(swinv2|swin)\.", "", k): np.asarray(v) for k, v in hf_state.items()}
     v1 = any(".attention.q_proj." in k for k in sd)
-    windows = _effective_windows(stages=len(depths))
+    size = size or (V1_SIZE if v1 else SIZE)
+    windows = _effective_windows(size, stages=len(depths))
     pretrained = pretrained_window_sizes or (0,) * len(depths)
     out = {}
 
@@ -78,7 +82,7 @@ def hf_to_pytorch_layout(
     put("patch_embed.proj.bias", sd["embeddings.patch_embeddings.projection.bias"])
     put("patch_embed.norm.weight", sd["embeddings.norm.weight"])
     put("patch_embed.norm.bias", sd["embeddings.norm.bias"])
-    res = SIZE // 4
+    res = size // 4
     for i, depth in enumerate(depths):
         w = windows[i]
         for j in range(depth):
@@ -158,12 +162,12 @@ def save_checkpoint(state, path):
 # --------------------------------------------------------------------------------------
 
 
-def _reference(model, backbone):
-    images = np.random.default_rng(7).normal(size=(BATCH, SIZE, SIZE, 3)).astype("float32")
+def _reference(model, backbone, size=SIZE):
+    images = np.random.default_rng(7).normal(size=(BATCH, size, size, 3)).astype("float32")
     logits, stages = hf_outputs(model, images)
     with torch.no_grad():
         hidden = backbone(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).last_hidden_state.numpy()
-    side = SIZE // 32
+    side = size // 32
     return types.SimpleNamespace(
         hf=state_dict_numpy(model), images=images, logits=logits, stages=stages,
         features=hidden.reshape(BATCH, side, side, -1),
@@ -178,8 +182,8 @@ def v2():
 
 @pytest.fixture(scope="module")
 def v1():
-    model = hf_swin_v1(SIZE, window_size=WINDOW, num_labels=CLASSES, seed=2, **ARCH)
-    return _reference(model, model.swin)
+    model = hf_swin_v1(V1_SIZE, window_size=WINDOW, num_labels=CLASSES, seed=2, **ARCH)
+    return _reference(model, model.swin, V1_SIZE)
 
 
 def build(include_top=True, v1=False, window=WINDOW, **kwargs):
@@ -187,7 +191,7 @@ def build(include_top=True, v1=False, window=WINDOW, **kwargs):
         **ARCH,
         **(V1_SWITCHES if v1 else {}),
         window_size=window,
-        input_shape=(SIZE, SIZE, 3),
+        input_shape=(V1_SIZE, V1_SIZE, 3) if v1 else (SIZE, SIZE, 3),
         classes=CLASSES,
         classifier_activation=None,
         include_top=include_top,
@@ -357,7 +361,7 @@ def test_infer_config_v1(layout, v1):
     config = infer_config(state)
     assert config == V1_EXPECTED
     config.pop("include_top")
-    model = SwinV2Model(**config, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
+    model = SwinV2Model(**config, input_shape=(V1_SIZE, V1_SIZE, 3), classifier_activation=None)
     load_state_dict(model, state)
     assert_matches(model, v1)
 
@@ -492,12 +496,13 @@ def test_model_without_top_ignores_checkpoint_head(layout, v2):
 
 @pytest.mark.parametrize("layout", ["hf", "official"])
 def test_v1_table_resized_to_another_window(layout, v1):
-    """A window-4 V1 checkpoint in a window-8 model: stages 1-2 (maps 16, 8) get resized tables."""
+    """A window-4 V1 checkpoint in a window-8 model at 128 px: stages 1-3 (maps 32, 16, 8)
+    get tables resized 4 -> 8, stage 4 (map 4) keeps its window-4 table."""
     state = v1.hf if layout == "hf" else hf_to_pytorch_layout(v1.hf, layout)
     model = build(v1=True, window=8)
     load_state_dict(model, state)
     hf_key = "swin.encoder.layers.{}.blocks.{}.attention.relative_position_bias.relative_position_bias_table"
-    for i, (window, source) in enumerate(zip((8, 8, 4, 2), (4, 4, 4, 2))):
+    for i, (window, source) in enumerate(zip((8, 8, 8, 4), (4, 4, 4, 4))):
         for j in range(ARCH["depths"][i]):
             table = keras.ops.convert_to_numpy(model.stages[i].blocks[j].attn.bias_layer.table)
             original = v1.hf[hf_key.format(i, j)]
@@ -591,8 +596,11 @@ def test_convert_reads_geometry_from_official_buffers(convert, tmp_path, capsys)
     assert_matches(model, ref)
 
 
-def test_convert_ignores_inconsistent_buffers(convert, v2):
-    assert convert.infer_geometry(hf_to_pytorch_layout(v2.hf, "official")) == {}
+def test_convert_geometry_trusts_buffer_shapes_not_random_contents(convert, v2):
+    """Shapes give window and image size; random coordinate tables give no pretrained windows."""
+    random_buffers = hf_to_pytorch_layout(v2.hf, "official", buffers="random")
+    assert convert.infer_geometry(random_buffers) == {"window_size": WINDOW, "input_size": (SIZE, SIZE)}
+    assert convert.infer_geometry(hf_to_pytorch_layout(v2.hf, "official", buffers=None)) == {}
     assert convert.infer_geometry(v2.hf) == {}
 
 

@@ -8,6 +8,8 @@ import keras
 
 
 def to_numpy(x):
+    if isinstance(x, keras.Variable):
+        x = x.value
     return np.asarray(keras.ops.convert_to_numpy(x))
 
 
