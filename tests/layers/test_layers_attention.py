@@ -52,8 +52,8 @@ def _copy_hf_attention(layer, hf):
     "dim, heads, feature_size, window, shift, pretrained",
     [
         (24, 4, (8, 8), 4, 2, 0),
-        (18, 3, (6, 12), 3, 1, 6),  # 3 windows by 4, pretrained CPB scale
-        (16, 2, (4, 8), (2, 4), (1, 2), 0),  # rectangular window and shift
+        # rectangular window and shift, CPB coordinates scaled to a pretrained window
+        (16, 2, (4, 8), (2, 4), (1, 2), (4, 6)),
     ],
 )
 def test_cosine_attention_matches_hf_with_shift_mask_and_clamp(
@@ -118,8 +118,9 @@ def _numpy_window_attention(x, w, heads, mask, scale_mode):
     return out @ w["proj_kernel"] + w["proj_bias"]
 
 
-@pytest.mark.parametrize("qkv_bias, key_bias", [(True, True), (True, False), (False, False)])
-@pytest.mark.parametrize("with_mask", [True, False])
+@pytest.mark.parametrize(
+    "qkv_bias, key_bias, with_mask", [(True, True, True), (True, False, False), (False, False, True)]
+)
 def test_dot_attention_with_table_matches_numpy(qkv_bias, key_bias, with_mask):
     dim, heads, window = 12, 3, (2, 3)
     n = 6

@@ -48,7 +48,7 @@ def test_block_builds_attention_at_effective_window():
 
 
 def test_post_norm_block_is_identity_at_init():
-    x = np.random.default_rng(0).standard_normal((2, 8, 8, 8)).astype("float32")
+    x = np.random.default_rng(0).standard_normal((1, 6, 10, 8)).astype("float32")
     block = SwinV2Block(8, 2, window_size=4, shift_size=2)
     out = to_numpy(block(x))
     for norm in (block.norm1, block.norm2):
@@ -86,9 +86,13 @@ def _ln(layer, x):
     return layer_norm(x, to_numpy(layer.gamma), to_numpy(layer.beta))
 
 
-@pytest.mark.parametrize("norm", ["post", "pre"])
 @pytest.mark.parametrize(
-    "shape, window, shift", [((2, 8, 8, 8), 4, 2), ((1, 6, 10, 8), 4, 2), ((1, 8, 8, 8), 4, 0)]
+    "norm, shape, window, shift",
+    [
+        ("post", (1, 6, 10, 8), 4, 2),  # padded 6x10 -> 8x12, shifted
+        ("pre", (1, 6, 10, 8), 4, 2),
+        ("post", (1, 8, 8, 8), 4, 0),  # regular windows, no mask
+    ],
 )
 def test_block_data_path(norm, shape, window, shift):
     x = np.random.default_rng(1).standard_normal(shape).astype("float32")
@@ -116,7 +120,7 @@ def test_block_data_path(norm, shape, window, shift):
 
 def test_padded_tokens_take_part_unmasked():
     # Documented semantics (HF's): the zero padding is attended to, not masked out.
-    shape = (1, 6, 6, 8)
+    shape = (1, 6, 10, 8)  # window 4: padded to 8x12
     x = np.random.default_rng(3).standard_normal(shape).astype("float32")
     block = SwinV2Block(8, 2, window_size=4, shift_size=0)
     block.build(shape)
@@ -124,26 +128,26 @@ def test_padded_tokens_take_part_unmasked():
     out = to_numpy(block(x))
 
     # Alternative semantics: mask the padded keys with -100.
-    padded = np.zeros((1, 8, 8, 1), dtype="float32")
+    padded = np.zeros((1, 8, 12, 1), dtype="float32")
     padded[:, 6:, :] = 1.0
-    padded[:, :, 6:] = 1.0
-    is_pad = to_numpy(window_partition(padded, 4))[..., 0]  # (4 windows, 16 tokens)
+    padded[:, :, 10:] = 1.0
+    is_pad = to_numpy(window_partition(padded, 4))[..., 0]  # (6 windows, 16 tokens)
     pad_mask = np.where(is_pad[:, None, :] > 0, -100.0, 0.0).astype("float32")
     xp = np.pad(x, [(0, 0), (0, 2), (0, 2), (0, 0)])
     masked = to_numpy(block.attn(to_numpy(window_partition(xp, 4)), attention_mask=pad_mask))
-    masked = to_numpy(window_merge(masked, 4, 8, 8))[:, :6, :6]
+    masked = to_numpy(window_merge(masked, 4, 8, 12))[:, :6, :10]
     h = x + _ln(block.norm1, masked)
     alternative = h + _ln(block.norm2, to_numpy(block.mlp(h.astype("float32"))))
 
-    # The top-left window holds no padding: both agree there...
-    np.testing.assert_allclose(out[:, :4, :4], alternative[:, :4, :4], rtol=0, atol=2e-5)
+    # The two top-left windows hold no padding: both agree there...
+    np.testing.assert_allclose(out[:, :4, :8], alternative[:, :4, :8], rtol=0, atol=2e-5)
     # ...the windows that hold padding differ.
     assert np.abs(out[:, 4:, :] - alternative[:, 4:, :]).max() > 1e-3
-    assert np.abs(out[:, :4, 4:] - alternative[:, :4, 4:]).max() > 1e-3
+    assert np.abs(out[:, :4, 8:] - alternative[:, :4, 8:]).max() > 1e-3
 
 
 def test_extra_norm_adds_norm3_on_the_output():
-    shape = (1, 8, 8, 8)
+    shape = (1, 6, 10, 8)
     x = np.random.default_rng(5).standard_normal(shape).astype("float32")
     plain = SwinV2Block(8, 2, window_size=4, shift_size=2)
     extra = SwinV2Block(8, 2, window_size=4, shift_size=2, extra_norm=True)
