@@ -24,6 +24,8 @@ import tempfile
 
 import numpy as np
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 DEFAULT_WINDOW = 8
 DEFAULT_SIZE = 256
 OUTPUT_SUFFIXES = (".keras", ".weights.h5")
@@ -111,8 +113,8 @@ def _parse(argv):
     parser.add_argument("--layout", choices=("official", "timm", "hf"), help="force the key layout (default: detect)")
     parser.add_argument("--window-size", type=int, help="attention window (default: from the checkpoint, else 8)")
     parser.add_argument(
-        "--input-size", type=int, nargs="+", metavar="H [W]",
-        help="image height [and width] (default: from the checkpoint, else 256)",
+        "--input-size", type=int, nargs="+", metavar="N",
+        help="image size: H, or H W (default: from the checkpoint, else 256)",
     )
     parser.add_argument(
         "--pretrained-window-sizes", type=int, nargs="+", metavar="N",
@@ -144,6 +146,9 @@ def _save_atomic(model, dst):
             model.save(tmp, overwrite=True)
         else:
             model.save_weights(tmp, overwrite=True)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give DST ordinary permissions
         os.replace(tmp, dst)
     except BaseException:
         if os.path.exists(tmp):

@@ -11,6 +11,7 @@ shifted windows, the window == resolution case and a clamped window of 2).
 """
 
 import importlib.util
+import os
 import pathlib
 import re
 import types
@@ -248,6 +249,11 @@ def assert_unchanged(before, model):
 @pytest.mark.parametrize("layout", ["official", "timm"])
 def test_v2_official_and_timm_layouts_load(layout, fmt, v2, tmp_path, report):
     state = hf_to_pytorch_layout(v2.hf, layout)
+    merges = sorted(k.split(".")[1] for k in state if k.endswith("downsample.reduction.weight"))
+    assert merges == (["0", "1", "2"] if layout == "official" else ["1", "2", "3"])
+    assert ("head.weight" if layout == "official" else "head.fc.weight") in state
+    for buffer in ("attn.relative_coords_table", "attn.relative_position_index", "attn_mask"):
+        assert any(k.endswith(buffer) for k in state), buffer  # random contents: must be ignored
     path = save_checkpoint(state, tmp_path / f"ckpt.{fmt}")
     model = cached_model()
     assert load_weights(model, path) is model
@@ -426,6 +432,17 @@ def test_misshaped_tensor_raises_and_leaves_model_unchanged(name, shape, model_s
     assert_unchanged(before, model)
 
 
+def test_errors_name_tensors_as_the_checkpoint_does(v2):
+    """In the official layout stage i's merging is `layers.{i}.downsample`; the canonical
+    layout calls it `layers.{i+1}.downsample`, which in a 4-stage official checkpoint is a
+    DIFFERENT tensor that exists. The message must name the key found in the file."""
+    state = hf_to_pytorch_layout(v2.hf, "official")
+    state["layers.0.downsample.reduction.weight"] = np.zeros((32, 60), "float32")
+    with pytest.raises(ValueError) as info:
+        load_state_dict(cached_model(), state)
+    assert "layers.0.downsample.reduction.weight" in str(info.value), str(info.value)
+
+
 def test_hf_checkpoint_without_key_projection_raises(v2):
     state = dict(v2.hf)
     del state["swinv2.encoder.layers.0.blocks.0.attention.self.key.weight"]
@@ -470,6 +487,25 @@ def test_truncated_pth_and_npz_raise_value_error(fmt, v2, tmp_path):
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError):
         read_state_dict(truncated)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("fmt", ["safetensors", "pth"])
+def test_half_precision_checkpoints_read_as_float32(fmt, dtype, tmp_path):
+    """`read_state_dict` promises float32 for bfloat16/float16 tensors, whatever the format."""
+    values = torch.tensor([1.0, -2.5, 0.375, 3.0e4])
+    tensors = {"w": values.to(getattr(torch, dtype)), "index": torch.arange(4)}
+    path = tmp_path / f"half.{fmt}"
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file(tensors, str(path))
+    else:
+        torch.save(tensors, str(path))
+    state = read_state_dict(path)
+    assert state["w"].dtype == np.float32, state["w"].dtype
+    np.testing.assert_array_equal(state["w"], tensors["w"].float().numpy())
+    assert state["index"].dtype == np.int64
 
 
 @pytest.mark.parametrize("name", ["weights.h5", "model.onnx", "ckpt.tar", "noext"])
@@ -557,6 +593,9 @@ def test_convert_to_keras_file(convert, v2, tmp_path, capsys):
     assert "official" in printed and "(2, 2, 2, 2)" in printed and "(1, 2, 4, 8)" in printed
     assert "parameters" in printed
     assert [p.name for p in dst.parent.iterdir()] == ["model.keras"]  # no temp file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert dst.stat().st_mode & 0o777 == 0o666 & ~umask
 
     model = keras.saving.load_model(str(dst))
     assert isinstance(model, SwinV2Model)

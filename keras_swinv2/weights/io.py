@@ -23,6 +23,11 @@ def _unwrap(obj, path):
     return obj
 
 
+def _is_low_precision_float(dtype):
+    # ml_dtypes' bfloat16 (what safetensors.numpy returns) has kind "V", not "f".
+    return (dtype.kind == "f" or dtype.name == "bfloat16") and dtype != np.float32
+
+
 def read_state_dict(path):
     """Reads a checkpoint file as `{name: numpy array}`.
 
@@ -44,8 +49,11 @@ def read_state_dict(path):
         except Exception as e:  # safetensors raises its own error types
             raise ValueError(f"{path} is not a readable safetensors file: {e}") from e
     elif lower.endswith(".npz"):
-        with np.load(path) as data:
-            state = {k: data[k] for k in data.files}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                state = {k: data[k] for k in data.files}
+        except Exception as e:  # zipfile, pickle and format errors
+            raise ValueError(f"{path} is not a readable .npz file: {e}") from e
     elif lower.endswith(TORCH_SUFFIXES):
         try:
             import torch
@@ -69,6 +77,6 @@ def read_state_dict(path):
             f"{', '.join(TORCH_SUFFIXES)}, .weights.h5 or .keras."
         )
     return {
-        k: v.astype("float32") if v.dtype.kind == "f" and v.dtype != np.float32 else v
+        k: v.astype("float32") if _is_low_precision_float(v.dtype) else v
         for k, v in _unwrap(state, path).items()
     }

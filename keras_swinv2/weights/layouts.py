@@ -81,7 +81,14 @@ def detect_layout(state):
 
 def from_official(state):
     """Official Microsoft (and SimMIM) layout -> canonical."""
-    state = _strip_prefix(_drop_derived(state), ("module.", "encoder."))
+    state = _strip_prefix(_drop_derived(state), ("module.",))
+    if any(k.startswith("encoder.patch_embed.") for k in state):
+        # SimMIM pre-training: keep the encoder, drop the decoder and the mask token.
+        state = {
+            k[len("encoder."):]: v
+            for k, v in state.items()
+            if k.startswith("encoder.") and k != "encoder.mask_token"
+        }
     out = {}
     for key, value in state.items():
         m = re.match(r"^layers\.(\d+)\.downsample\.(.*)$", key)

@@ -96,12 +96,19 @@ def load_state_dict(model, state, layout=None):
     """
     canonical = to_canonical(state, layout)
     target = keras_weight_map(model)
+    # Renames keep the array objects: trace canonical names back to the file's keys.
+    file_keys = {id(v): k for k, v in state.items()}
+
+    def named(key):
+        original = file_keys.get(id(canonical.get(key)))
+        return key if original in (None, key) else f"{key} (checkpoint key {original})"
+
     if not model.include_top:
         canonical = {k: v for k, v in canonical.items() if not k.startswith("head.")}
     missing = [k for k in target if k not in canonical]
     unexpected = [k for k in canonical if k not in target]
     problems = [f"missing in checkpoint: {k} (model expects shape {tuple(target[k][0].shape)})" for k in missing]
-    problems += [f"unexpected in checkpoint: {k} (shape {tuple(canonical[k].shape)})" for k in unexpected]
+    problems += [f"unexpected in checkpoint: {named(k)} (shape {tuple(canonical[k].shape)})" for k in unexpected]
     values = {}
     for name, (variable, kind) in target.items():
         if name not in canonical:
@@ -109,7 +116,7 @@ def load_state_dict(model, state, layout=None):
         value = _to_keras(np.asarray(canonical[name]), kind, variable.shape)
         if tuple(value.shape) != tuple(variable.shape):
             problems.append(
-                f"shape mismatch for {name}: checkpoint {tuple(canonical[name].shape)} "
+                f"shape mismatch for {named(name)}: checkpoint {tuple(canonical[name].shape)} "
                 f"(as Keras {tuple(value.shape)}), model {tuple(variable.shape)}"
             )
         values[name] = value

@@ -53,7 +53,11 @@ def test_patch_merging_concatenation_order_is_visible():
 
 def test_patch_merging_out_dim_and_errors():
     layer = PatchMerging(4, out_dim=5)
-    assert tuple(layer(np.zeros((1, 4, 4, 4), "float32")).shape) == (1, 2, 2, 5)
+    layer.build((1, 4, 4, 4))
+    assert tuple(layer.reduction.kernel.shape) == (16, 5)
+    assert tuple(layer.norm.gamma.shape) == (5,)
+    assert layer.compute_output_shape((1, 4, 4, 4)) == (1, 2, 2, 5)
+    assert layer.compute_output_shape((None, None, 7, 4)) == (None, None, 4, 5)
     with pytest.raises(ValueError, match="version must be 1 or 2"):
         PatchMerging(4, version=3)
     with pytest.raises(ValueError, match=r"\(batch, height, width, 4\)"):
@@ -77,8 +81,9 @@ def _numpy_patch_embed(images, layer, p):
     return out
 
 
-@pytest.mark.parametrize("use_norm", [True, False])
-@pytest.mark.parametrize("shape", [(2, 8, 12, 3), (1, 10, 13, 3), (1, 3, 5, 3)])
+@pytest.mark.parametrize(
+    "shape, use_norm", [((2, 8, 12, 3), True), ((1, 10, 13, 3), True), ((1, 10, 13, 3), False), ((1, 3, 5, 3), True)]
+)
 def test_patch_embedding_matches_numpy_and_pads(shape, use_norm):
     images = np.random.default_rng(2).standard_normal(shape).astype("float32")
     layer = PatchEmbedding(embed_dim=6, patch_size=4, use_norm=use_norm)
@@ -105,6 +110,9 @@ def test_patch_embedding_rejects_wrong_channels_or_rank(bad_shape):
 
 def test_patch_embedding_other_in_channels():
     layer = PatchEmbedding(embed_dim=4, patch_size=2, in_channels=1)
-    assert tuple(layer(np.zeros((1, 4, 4, 1), "float32")).shape) == (1, 2, 2, 4)
+    layer.build((1, 4, 4, 1))
+    assert tuple(layer.proj.kernel.shape) == (2, 2, 1, 4)
+    assert layer.compute_output_shape((1, 5, 4, 1)) == (1, 3, 2, 4)
+    assert layer.compute_output_shape((None, None, None, 1)) == (None, None, None, 4)
     with pytest.raises(ValueError, match=r"\(batch, height, width, 1\)"):
         layer(np.zeros((1, 4, 4, 3), "float32"))

@@ -28,15 +28,15 @@ def _x(shape, seed=0):
 
 # name: (factory, input shape or None for bias layers, call)
 CASES = {
-    "PatchEmbedding": (lambda: PatchEmbedding(8, patch_size=2, in_channels=3, name="pe"), (2, 6, 7, 3)),
+    "PatchEmbedding": (lambda: PatchEmbedding(6, patch_size=4, in_channels=3, name="pe"), (1, 10, 13, 3)),
     "WindowAttention-cosine": (
-        lambda: WindowAttention(8, 2, (2, 3), pretrained_window_size=4, name="wa"), (4, 6, 8)
+        lambda: WindowAttention(8, 2, 4, pretrained_window_size=6, name="wa"), (6, 16, 8)
     ),
     "WindowAttention-dot": (
         lambda: WindowAttention(
-            8, 2, 3, attention="dot", position_bias="table", key_bias=True, attn_drop=0.1, proj_drop=0.2
+            8, 2, 4, attention="dot", position_bias="table", key_bias=True, attn_drop=0.1, proj_drop=0.2
         ),
-        (4, 9, 8),
+        (6, 16, 8),
     ),
     "ContinuousPositionBias": (
         lambda: ContinuousPositionBias(3, (2, 4), (4, 6), mode="linear", hidden_dim=16), None
@@ -45,21 +45,21 @@ CASES = {
     "SwinV2Block": (
         lambda: SwinV2Block(8, 2, window_size=4, shift_size=2, pretrained_window_size=3, mlp_ratio=2.0,
                             drop_path=0.1, extra_norm=True),
-        (2, 6, 8, 8),
+        (1, 6, 10, 8),
     ),
     "SwinV2Block-v1": (
-        lambda: SwinV2Block(8, 2, window_size=2, shift_size=1, norm="pre", attention="dot",
+        lambda: SwinV2Block(8, 2, window_size=4, shift_size=2, norm="pre", attention="dot",
                             position_bias="table", key_bias=True),
-        (1, 4, 4, 8),
+        (1, 6, 10, 8),
     ),
-    "PatchMerging": (lambda: PatchMerging(4, version=1, out_dim=6), (2, 5, 4, 4)),
+    "PatchMerging": (lambda: PatchMerging(3, version=1, out_dim=6), (1, 5, 7, 3)),
     "SwinV2Stage": (
-        lambda: SwinV2Stage(8, depth=2, num_heads=2, window_size=2, downsample=True, drop_path=[0.0, 0.1],
-                            extra_norm_period=2, mlp_ratio=2.0, pretrained_window_size=4, norm="post"),
-        (1, 8, 8, 4),
+        lambda: SwinV2Stage(8, depth=2, num_heads=2, window_size=4, downsample=True, drop_path=[0.0, 0.1],
+                            extra_norm_period=2, mlp_ratio=2.0, pretrained_window_size=6, norm="post"),
+        (1, 12, 20, 4),
     ),
     "DropPath": (lambda: DropPath(0.3, seed=4), (8, 3, 2)),
-    "Mlp": (lambda: Mlp(6, 12, drop=0.1), (2, 3, 6)),
+    "Mlp": (lambda: Mlp(6, 10, drop=0.1), (2, 3, 6)),
 }
 
 
@@ -107,11 +107,11 @@ def test_from_config_rebuilds_equivalent_layer(name):
 
 
 def test_stage_in_a_saved_model_round_trip(tmp_path):
-    inputs = keras.Input((8, 8, 4))
-    outputs = SwinV2Stage(8, depth=2, num_heads=2, window_size=2, downsample=True)(inputs)
+    inputs = keras.Input((12, 20, 4))
+    outputs = SwinV2Stage(8, depth=2, num_heads=2, window_size=4, downsample=True)(inputs)
     model = keras.Model(inputs, outputs)
     randomize_keras(model, seed=3)
-    x = _x((1, 8, 8, 4), seed=4)
+    x = _x((1, 12, 20, 4), seed=4)
     path = tmp_path / "stage.keras"
     model.save(path)
     restored = keras.saving.load_model(path)
