@@ -89,8 +89,10 @@ class WindowAttention(keras.layers.Layer):
         self.proj_drop = proj_drop
 
         init = keras.initializers.TruncatedNormal(stddev=0.02)
-        self.qkv = keras.layers.Dense(3 * dim, use_bias=False, kernel_initializer=init, name="qkv")
-        self.proj = keras.layers.Dense(dim, kernel_initializer=init, name="proj")
+        self.qkv = keras.layers.Dense(
+            3 * dim, use_bias=False, kernel_initializer=init, dtype=self.dtype_policy, name="qkv"
+        )
+        self.proj = keras.layers.Dense(dim, kernel_initializer=init, dtype=self.dtype_policy, name="proj")
         if position_bias == "table":
             self.bias_layer = RelativePositionBiasTable(
                 num_heads, self.window_size, dtype=self.dtype_policy, name="relative_position_bias"
@@ -104,8 +106,8 @@ class WindowAttention(keras.layers.Layer):
                 dtype=self.dtype_policy,
                 name="cpb",
             )
-        self.attn_dropout = keras.layers.Dropout(attn_drop)
-        self.proj_dropout = keras.layers.Dropout(proj_drop)
+        self.attn_dropout = keras.layers.Dropout(attn_drop, dtype=self.dtype_policy)
+        self.proj_dropout = keras.layers.Dropout(proj_drop, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.qkv.build((None, None, self.dim))

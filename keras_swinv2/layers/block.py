@@ -58,9 +58,11 @@ class Mlp(keras.layers.Layer):
         self.hidden_dim = hidden_dim
         self.drop = drop
         init = keras.initializers.TruncatedNormal(stddev=0.02)
-        self.fc1 = keras.layers.Dense(hidden_dim, kernel_initializer=init, name="fc1")
-        self.fc2 = keras.layers.Dense(dim, kernel_initializer=init, name="fc2")
-        self.dropout = keras.layers.Dropout(drop)
+        self.fc1 = keras.layers.Dense(
+            hidden_dim, kernel_initializer=init, dtype=self.dtype_policy, name="fc1"
+        )
+        self.fc2 = keras.layers.Dense(dim, kernel_initializer=init, dtype=self.dtype_policy, name="fc2")
+        self.dropout = keras.layers.Dropout(drop, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.fc1.build((None, self.dim))
@@ -183,18 +185,20 @@ class SwinV2Block(keras.layers.Layer):
 
         gamma = "zeros" if norm == "post" else "ones"
         self.norm1 = keras.layers.LayerNormalization(
-            epsilon=LAYER_NORM_EPSILON, gamma_initializer=gamma, name="norm1"
+            epsilon=LAYER_NORM_EPSILON, gamma_initializer=gamma, dtype=self.dtype_policy, name="norm1"
         )
         self.norm2 = keras.layers.LayerNormalization(
-            epsilon=LAYER_NORM_EPSILON, gamma_initializer=gamma, name="norm2"
+            epsilon=LAYER_NORM_EPSILON, gamma_initializer=gamma, dtype=self.dtype_policy, name="norm2"
         )
         self.norm3 = (
-            keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="norm3")
+            keras.layers.LayerNormalization(
+                epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm3"
+            )
             if extra_norm
             else None
         )
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop, name="mlp")
-        self.drop_path_layer = DropPath(drop_path)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop, dtype=self.dtype_policy, name="mlp")
+        self.drop_path_layer = DropPath(drop_path, dtype=self.dtype_policy)
         # Set in build(), once the input resolution is known.
         self.attn = None
         self.window, self.shift = window_size, shift_size

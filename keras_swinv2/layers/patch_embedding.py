@@ -43,10 +43,13 @@ class PatchEmbedding(keras.layers.Layer):
             kernel_size=patch_size,
             strides=patch_size,
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            dtype=self.dtype_policy,
             name="proj",
         )
         self.norm = (
-            keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="norm")
+            keras.layers.LayerNormalization(
+                epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm"
+            )
             if use_norm
             else None
         )

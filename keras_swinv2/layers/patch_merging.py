@@ -36,9 +36,12 @@ class PatchMerging(keras.layers.Layer):
             self.out_dim,
             use_bias=False,
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            dtype=self.dtype_policy,
             name="reduction",
         )
-        self.norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="norm")
+        self.norm = keras.layers.LayerNormalization(
+            epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm"
+        )
 
     def build(self, input_shape):
         if len(input_shape) != 4 or input_shape[-1] != self.dim:

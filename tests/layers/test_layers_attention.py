@@ -72,7 +72,7 @@ def test_cosine_attention_matches_hf_with_shift_mask_and_clamp(
     layer.build((None, n, dim))
     _copy_hf_attention(layer, hf)
 
-    batch = 1
+    batch = 2  # the mask repeats per image: windows are (image, window) ordered
     mask = official_shift_mask(*feature_size, window, shift)
     num_windows = mask.shape[0]
     assert (mask == -100).any()
@@ -103,7 +103,7 @@ def test_cosine_attention_matches_hf_with_shift_mask_and_clamp(
     assert max_abs_diff(to_numpy(layer(windows, attention_mask=mask)), expected) > 1e-3
 
 
-def _numpy_window_attention(x, w, heads, mask, scale_mode):
+def _numpy_window_attention(x, w, heads, mask):
     """Plain numpy window attention (dot-product, V1 table bias)."""
     b, n, dim = x.shape
     hd = dim // heads
@@ -123,13 +123,15 @@ def _numpy_window_attention(x, w, heads, mask, scale_mode):
 
 
 @pytest.mark.parametrize(
-    "qkv_bias, key_bias, with_mask", [(True, True, True), (True, False, False), (False, False, True)]
+    "qkv_bias, key_bias, with_mask",
+    [(True, True, True), (True, False, False), (False, False, True)],
 )
 def test_dot_attention_with_table_matches_numpy(qkv_bias, key_bias, with_mask):
     dim, heads, window = 8, 2, 4
     n = 16
     layer = WindowAttention(
-        dim, heads, window, attention="dot", position_bias="table", qkv_bias=qkv_bias, key_bias=key_bias
+        dim, heads, window, attention="dot", position_bias="table",
+        qkv_bias=qkv_bias, key_bias=key_bias,
     )
     layer.build((None, n, dim))
     randomize_keras(layer, seed=5)
@@ -154,10 +156,10 @@ def test_dot_attention_with_table_matches_numpy(qkv_bias, key_bias, with_mask):
 
     mask = official_shift_mask(8, 12, window, 2) if with_mask else None
     nw = 6
-    x = np.random.default_rng(2).standard_normal((nw, n, dim)).astype("float32")
-    expected = _numpy_window_attention(x, w, heads, mask, "dot")
+    x = np.random.default_rng(2).standard_normal((2 * nw, n, dim)).astype("float32")
+    expected = _numpy_window_attention(x, w, heads, mask)
     out = to_numpy(layer(x, attention_mask=mask))
-    assert out.shape == (nw, n, dim)
+    assert out.shape == (2 * nw, n, dim)
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5)
 
 
@@ -173,7 +175,8 @@ def test_linear_cpb_uses_linear_coordinates():
 def test_logit_scale_initialised_to_log10():
     layer = WindowAttention(8, 2, 4)
     layer.build((None, 16, 8))
-    np.testing.assert_allclose(to_numpy(layer.logit_scale), np.full((2, 1, 1), math.log(10.0)), rtol=1e-6)
+    expected = np.full((2, 1, 1), math.log(10.0))
+    np.testing.assert_allclose(to_numpy(layer.logit_scale), expected, rtol=1e-6)
 
 
 def test_argument_errors():

@@ -1,8 +1,9 @@
-"""block.py: effective window, post-/pre-norm data paths, DropPath, Mlp, extra norm; stage wiring."""
+"""block.py: effective window, post-/pre-norm data paths, DropPath, Mlp, extra norm; stage."""
 
 import numpy as np
 import pytest
-from keras import ops
+
+import keras
 
 from keras_swinv2.layers import (
     DropPath,
@@ -11,7 +12,6 @@ from keras_swinv2.layers import (
     SwinV2Block,
     SwinV2Stage,
     effective_window,
-    shifted_window_mask,
     window_merge,
     window_partition,
 )
@@ -67,7 +67,7 @@ def test_pre_norm_block_norms_start_at_one():
 
 
 def _reference_attention_branch(block, x, window, shift):
-    """pad -> roll(-s) -> partition -> attn(+mask) -> merge -> roll(+s) -> crop, in numpy + layers."""
+    """pad -> roll(-s) -> partition -> attn(+mask) -> merge -> roll(+s) -> crop."""
     _, height, width, _ = x.shape
     ph, pw = (-height) % window, (-width) % window
     xp = np.pad(x, [(0, 0), (0, ph), (0, pw), (0, 0)])
@@ -175,6 +175,37 @@ def test_block_argument_errors():
         SwinV2Block(8, 2, window_size=0)
     with pytest.raises(ValueError, match=r"\(batch, height, width, 8\)"):
         SwinV2Block(8, 2, window_size=4).build((1, 8, 8, 6))
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="tf.function with dynamic shapes"
+)
+def test_block_and_merging_with_dynamic_spatial_dims_in_tf_function():
+    import tensorflow as tf
+
+    block = SwinV2Block(8, 2, window_size=4, shift_size=2)
+    block.build((None, None, None, 8))
+    assert (block.window, block.shift) == (4, 2)  # unknown resolution keeps the request
+    merge = PatchMerging(8)
+    merge.build((None, None, None, 8))
+    randomize_keras(block, seed=12)
+    randomize_keras(merge, seed=13)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 8], tf.float32)])
+    def fn(x):
+        return block(x), merge(x)
+
+    for shape in [(1, 6, 10, 8), (2, 9, 8, 8), (1, 5, 5, 8)]:  # padded and unpadded, odd sizes
+        x = np.random.default_rng(14).standard_normal(shape).astype("float32")
+        out, merged = fn(tf.constant(x))
+        assert tuple(out.shape) == shape
+        assert tuple(merged.shape) == (shape[0], (shape[1] + 1) // 2, (shape[2] + 1) // 2, 16)
+        # Same as the eager (static-shape) computation with the same window.
+        h = x + _ln(block.norm1, _reference_attention_branch(block, x, 4, 2))
+        expected = h + _ln(block.norm2, to_numpy(block.mlp(h.astype("float32"))))
+        np.testing.assert_allclose(out.numpy(), expected, rtol=0, atol=2e-5)
+        np.testing.assert_allclose(merged.numpy(), to_numpy(merge(x)), rtol=0, atol=1e-6)
+    assert fn.experimental_get_tracing_count() == 1
 
 
 def test_drop_path_identity_at_inference():

@@ -82,7 +82,8 @@ def _numpy_patch_embed(images, layer, p):
 
 
 @pytest.mark.parametrize(
-    "shape, use_norm", [((2, 8, 12, 3), True), ((1, 10, 13, 3), True), ((1, 10, 13, 3), False), ((1, 3, 5, 3), True)]
+    "shape, use_norm",
+    [((2, 8, 12, 3), True), ((1, 10, 13, 3), True), ((1, 10, 13, 3), False), ((1, 3, 5, 3), True)],
 )
 def test_patch_embedding_matches_numpy_and_pads(shape, use_norm):
     images = np.random.default_rng(2).standard_normal(shape).astype("float32")

@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-import keras
-
 from keras_swinv2.layers import (
     ContinuousPositionBias,
     RelativePositionBiasTable,

@@ -1,4 +1,4 @@
-"""Every layer: from_config(get_config()) rebuilds an equivalent layer; copied weights, same outputs."""
+"""Every layer: from_config(get_config()) rebuilds it; with copied weights, same outputs."""
 
 import json
 
@@ -26,36 +26,48 @@ def _x(shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype("float32")
 
 
-# name: (factory, input shape or None for bias layers, call)
+# name: (factory, input shape; None for the bias layers, which take no input)
 CASES = {
-    "PatchEmbedding": (lambda: PatchEmbedding(6, patch_size=4, in_channels=3, name="pe"), (1, 10, 13, 3)),
+    "PatchEmbedding": (
+        lambda: PatchEmbedding(6, patch_size=4, in_channels=3, name="pe"),
+        (1, 10, 13, 3),
+    ),
     "WindowAttention-cosine": (
-        lambda: WindowAttention(8, 2, 4, pretrained_window_size=6, name="wa"), (6, 16, 8)
+        lambda: WindowAttention(8, 2, 4, pretrained_window_size=6, name="wa"),
+        (6, 16, 8),
     ),
     "WindowAttention-dot": (
         lambda: WindowAttention(
-            8, 2, 4, attention="dot", position_bias="table", key_bias=True, attn_drop=0.1, proj_drop=0.2
+            8, 2, 4, attention="dot", position_bias="table", key_bias=True,
+            attn_drop=0.1, proj_drop=0.2,
         ),
         (6, 16, 8),
     ),
     "ContinuousPositionBias": (
-        lambda: ContinuousPositionBias(3, (2, 4), (4, 6), mode="linear", hidden_dim=16), None
+        lambda: ContinuousPositionBias(3, (2, 4), (4, 6), mode="linear", hidden_dim=16),
+        None,
     ),
     "RelativePositionBiasTable": (lambda: RelativePositionBiasTable(2, (3, 2)), None),
     "SwinV2Block": (
-        lambda: SwinV2Block(8, 2, window_size=4, shift_size=2, pretrained_window_size=3, mlp_ratio=2.0,
-                            drop_path=0.1, extra_norm=True),
+        lambda: SwinV2Block(
+            8, 2, window_size=4, shift_size=2, pretrained_window_size=3, mlp_ratio=2.0,
+            drop_path=0.1, extra_norm=True,
+        ),
         (1, 6, 10, 8),
     ),
     "SwinV2Block-v1": (
-        lambda: SwinV2Block(8, 2, window_size=4, shift_size=2, norm="pre", attention="dot",
-                            position_bias="table", key_bias=True),
+        lambda: SwinV2Block(
+            8, 2, window_size=4, shift_size=2, norm="pre", attention="dot",
+            position_bias="table", key_bias=True,
+        ),
         (1, 6, 10, 8),
     ),
     "PatchMerging": (lambda: PatchMerging(3, version=1, out_dim=6), (1, 5, 7, 3)),
     "SwinV2Stage": (
-        lambda: SwinV2Stage(8, depth=2, num_heads=2, window_size=4, downsample=True, drop_path=[0.0, 0.1],
-                            extra_norm_period=2, mlp_ratio=2.0, pretrained_window_size=6, norm="post"),
+        lambda: SwinV2Stage(
+            8, depth=2, num_heads=2, window_size=4, downsample=True, drop_path=[0.0, 0.1],
+            extra_norm_period=2, mlp_ratio=2.0, pretrained_window_size=6, norm="post",
+        ),
         (1, 12, 20, 4),
     ),
     "DropPath": (lambda: DropPath(0.3, seed=4), (8, 3, 2)),
@@ -94,6 +106,12 @@ def test_from_config_rebuilds_equivalent_layer(name):
     assert len(layer.weights) > 0 or name == "DropPath"
     clone.set_weights(layer.get_weights())
     np.testing.assert_array_equal(_run(clone, shape), expected)
+    if name == "DropPath":
+        # Same seed, same first draw of the per-sample mask.
+        x = np.ones((64, 3, 2), dtype="float32")
+        dropped = to_numpy(layer(x, training=True))
+        assert 0 < (dropped == 0).sum() < dropped.size
+        np.testing.assert_array_equal(to_numpy(clone(x, training=True)), dropped)
 
     # Registered: the generic Keras (de)serialisation finds the class.
     serialized = keras.saving.serialize_keras_object(layer)
