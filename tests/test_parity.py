@@ -33,12 +33,22 @@ CASES = {
 }
 
 
+def compare(model, reference, images):
+    """Loads the reference's weights into `model`; max abs differences of logits and P2..P5."""
+    ref_logits, ref_stages = hf_outputs(reference, images)
+    load_state_dict(model, state_dict_numpy(reference))
+    logits, stages = keras_outputs(model, images)
+    diffs = {"logits": max_abs_diff(logits, ref_logits)}
+    for i, (ours, ref) in enumerate(zip(stages, ref_stages)):
+        diffs[f"P{i + 2}"] = max_abs_diff(ours, ref)
+    return diffs
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_swinv2_matches_hf(case, report):
     arch, (height, width), window, pretrained, batch = CASES[case]
     reference = hf_swinv2((height, width), window_size=window, pretrained_window_sizes=pretrained, **arch)
     images = np.random.default_rng(1).normal(size=(batch, height, width, 3)).astype("float32")
-    ref_logits, ref_stages = hf_outputs(reference, images)
 
     model = SwinV2Model(
         **arch,
@@ -48,12 +58,7 @@ def test_swinv2_matches_hf(case, report):
         classes=10,
         classifier_activation=None,
     )
-    load_state_dict(model, state_dict_numpy(reference))
-    logits, stages = keras_outputs(model, images)
-
-    diffs = {"logits": max_abs_diff(logits, ref_logits)}
-    for i, (ours, ref) in enumerate(zip(stages, ref_stages)):
-        diffs[f"P{i + 2}"] = max_abs_diff(ours, ref)
+    diffs = compare(model, reference, images)
     report(test="parity", case=case, **diffs)
     assert max(diffs.values()) <= 1e-4, diffs
 
@@ -63,7 +68,6 @@ def test_v1_switches_equal_hf_swin(report):
     arch = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
     reference = hf_swin_v1(224, window_size=7, **arch)
     images = np.random.default_rng(2).normal(size=(2, 224, 224, 3)).astype("float32")
-    ref_logits, ref_stages = hf_outputs(reference, images)
 
     model = SwinV2Model(
         **arch,
@@ -77,10 +81,6 @@ def test_v1_switches_equal_hf_swin(report):
         classes=10,
         classifier_activation=None,
     )
-    load_state_dict(model, state_dict_numpy(reference))
-    logits, stages = keras_outputs(model, images)
-    diffs = {"logits": max_abs_diff(logits, ref_logits)}
-    for i, (ours, ref) in enumerate(zip(stages, ref_stages)):
-        diffs[f"P{i + 2}"] = max_abs_diff(ours, ref)
+    diffs = compare(model, reference, images)
     report(test="parity", case="swin-v1-tiny-224-w7", **diffs)
     assert max(diffs.values()) <= 1e-4, diffs

@@ -5,7 +5,12 @@ from keras import ops
 
 from keras_swinv2.layers.attention import WindowAttention
 from keras_swinv2.layers.patch_embedding import LAYER_NORM_EPSILON
-from keras_swinv2.layers.windows import shifted_window_mask, window_merge, window_partition
+from keras_swinv2.layers.windows import (
+    pad_to_multiple,
+    shifted_window_mask,
+    window_merge,
+    window_partition,
+)
 
 NORM_TYPES = ("post", "pre")
 
@@ -235,11 +240,7 @@ class SwinV2Block(keras.layers.Layer):
     def _shifted_window_attention(self, x, training):
         w, s = self.window, self.shift
         _, height, width, _ = ops.shape(x)
-        pad_h, pad_w = (-height) % w, (-width) % w
-        padded = not (isinstance(pad_h, int) and isinstance(pad_w, int) and pad_h == pad_w == 0)
-        if padded:
-            x = ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
-        padded_h, padded_w = height + pad_h, width + pad_w
+        x, padded_h, padded_w = pad_to_multiple(x, w)
         mask = None
         if s > 0:
             x = ops.roll(x, shift=(-s, -s), axis=(1, 2))
@@ -248,9 +249,7 @@ class SwinV2Block(keras.layers.Layer):
         x = window_merge(windows, w, padded_h, padded_w)
         if s > 0:
             x = ops.roll(x, shift=(s, s), axis=(1, 2))
-        if padded:
-            x = x[:, :height, :width, :]
-        return x
+        return x[:, :height, :width, :]  # drop the padding (a no-op view when there is none)
 
     def call(self, x, training=None):
         if self.norm == "post":

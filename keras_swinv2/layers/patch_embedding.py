@@ -1,7 +1,8 @@
 """Patch embedding: the image enters the token space."""
 
 import keras
-from keras import ops
+
+from keras_swinv2.layers.windows import pad_to_multiple
 
 LAYER_NORM_EPSILON = 1e-5
 
@@ -69,11 +70,7 @@ class PatchEmbedding(keras.layers.Layer):
 
     def call(self, images):
         self._check_shape(images.shape)
-        p = self.patch_size
-        height, width = ops.shape(images)[1], ops.shape(images)[2]
-        pad_h, pad_w = (-height) % p, (-width) % p
-        if not (isinstance(pad_h, int) and isinstance(pad_w, int) and pad_h == pad_w == 0):
-            images = ops.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        images, _, _ = pad_to_multiple(images, self.patch_size)
         x = self.proj(images)
         if self.norm is not None:
             x = self.norm(x)

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_swinv2.layers.patch_embedding import LAYER_NORM_EPSILON
+from keras_swinv2.layers.windows import pad_to_multiple
 
 
 @keras.saving.register_keras_serializable(package="keras_swinv2")
@@ -53,10 +54,7 @@ class PatchMerging(keras.layers.Layer):
         self.norm.build((None, self.out_dim if self.version == 2 else 4 * self.dim))
 
     def call(self, x):
-        _, height, width, _ = ops.shape(x)
-        pad_h, pad_w = height % 2, width % 2
-        if not (isinstance(pad_h, int) and isinstance(pad_w, int) and pad_h == pad_w == 0):
-            x = ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        x, _, _ = pad_to_multiple(x, 2)
         x = ops.concatenate(
             [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1
         )

@@ -20,6 +20,25 @@ def to_pair(value):
     return int(value), int(value)
 
 
+def pad_to_multiple(x, multiple):
+    """Zero-pads a `(batch, height, width, channels)` map at the bottom/right.
+
+    Args:
+        x: tensor; height and width may be dynamic on TensorFlow.
+        multiple: int, the size both sides are padded up to a multiple of.
+
+    Returns:
+        `(padded, padded_height, padded_width)`; `x` itself when no padding is
+        needed (statically known).
+    """
+    _, height, width, _ = ops.shape(x)
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if isinstance(pad_h, int) and isinstance(pad_w, int) and pad_h == pad_w == 0:
+        return x, height, width
+    x = ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+    return x, height + pad_h, width + pad_w
+
+
 def window_partition(x, window_size):
     """Cuts a feature map into non-overlapping windows.
 
