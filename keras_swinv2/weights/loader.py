@@ -1,6 +1,7 @@
 """Assigning canonical-layout checkpoints to a `SwinV2Model`."""
 
 import os
+import warnings
 
 import numpy as np
 
@@ -105,6 +106,16 @@ def load_state_dict(model, state, layout=None):
 
     if not model.include_top:
         canonical = {k: v for k, v in canonical.items() if not k.startswith("head.")}
+    elif "head.fc.weight" not in canonical or canonical["head.fc.weight"].shape[0] != model.classes:
+        found = canonical.get("head.fc.weight")
+        warnings.warn(
+            f"The checkpoint's classifier has {'no head' if found is None else f'{found.shape[0]} classes'}"
+            f" and model '{model.name}' has {model.classes}: the head is left freshly initialised "
+            "(train it before use).",
+            stacklevel=2,
+        )
+        canonical = {k: v for k, v in canonical.items() if not k.startswith("head.")}
+        target = {k: v for k, v in target.items() if not k.startswith("head.")}
     missing = [k for k in target if k not in canonical]
     unexpected = [k for k in canonical if k not in target]
     problems = [f"missing in checkpoint: {k} (model expects shape {tuple(target[k][0].shape)})" for k in missing]
