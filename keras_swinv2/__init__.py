@@ -1,6 +1,7 @@
 """keras-swinv2: the Swin Transformer V2 family for Keras 3 (TensorFlow, JAX, PyTorch)."""
 
 from keras_swinv2 import layers
+from keras_swinv2.data import decode_predictions, imagenet_classes, preprocess_input
 from keras_swinv2.models import (
     SwinV2,
     SwinV2Base,
@@ -24,6 +25,9 @@ __all__ = [
     "SwinV2Huge",
     "SwinV2Giant",
     "layers",
+    "decode_predictions",
+    "imagenet_classes",
+    "preprocess_input",
     "load_weights",
     "__version__",
 ]

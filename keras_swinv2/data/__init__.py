@@ -1,1 +1,2 @@
-from keras_swinv2.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, preprocess_input
+from keras_swinv2.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, load_image, preprocess_input
+from keras_swinv2.data.labels import decode_predictions, imagenet_classes
