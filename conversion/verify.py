@@ -169,6 +169,12 @@ def build_reference(config, geometry, canonical):
 
     family = _family(config)
     v1 = family == "v1"
+    if v1 and config.get("window_size") not in (None, geometry["window_size"]):
+        raise VerifyError(
+            f"Swin V1 position tables fix the window: this checkpoint's is {config['window_size']}, "
+            f"not {geometry['window_size']}. keras_swinv2 resizes tables to other windows; HF's model "
+            "cannot, so there is no reference to compare such a model with."
+        )
     common = dict(
         image_size=list(geometry["input_size"]),
         patch_size=config["patch_size"],
@@ -242,7 +248,7 @@ def reference_outputs(model, images):
     """
     import torch
 
-    backbone = getattr(model, "swinv2", None) or getattr(model, "swin", None) or model
+    backbone = next((getattr(model, n) for n in ("swinv2", "swin") if getattr(model, n, None) is not None), model)
     captured, final = [], []
 
     def first(output):
@@ -366,7 +372,7 @@ def load_keras(path, config, geometry, state, layout):
 
 
 def architecture_mismatches(model, config):
-    """What a loaded `.keras` model does differently from the checkpoint and the geometry."""
+    """How a loaded `.keras` model's architecture differs from the checkpoint's (empty: none)."""
     problems = []
     for key in ARCH_FIELDS:
         ours, theirs = getattr(model, key), config[key]

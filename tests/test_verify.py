@@ -153,10 +153,11 @@ def assert_passes(code, rows, out, names=("P2", "P3", "P4", "P5", "norm", "logit
 
 
 def test_on_the_fly_timm_checkpoint(verify, ckpts, capsys):
-    code, rows, out, _ = run(verify, capsys, [ckpts["timm"], *GEOMETRY, "--batch", "2", "--seed", "3"])
+    # Batch 1 throughout: every run shares its shapes (JAX compiles each new one op by op).
+    code, rows, out, _ = run(verify, capsys, [ckpts["timm"], *GEOMETRY, "--seed", "3"])
     assert_passes(code, rows, out)
     assert "timm layout" in out and "Swinv2ForImageClassification" in out and "on the fly" in out
-    assert "(2, 16, 16, 16)" in out  # batch 2, P2 at stride 4
+    assert "(1, 16, 16, 16)" in out and "seed 3" in out  # P2 at stride 4
     assert f"backend {keras.backend.backend()}" in out
 
 
@@ -212,7 +213,7 @@ def test_swin_v1_on_the_fly_and_converted(verify, convert, ckpts, capsys, tmp_pa
 
     dst = str(tmp_path / "v1.keras")
     assert convert.main([ckpts["v1"], dst, "--input-size", str(V1_SIZE), "--classifier-activation", "none"]) == 0
-    code, rows, out, _ = run(verify, capsys, [ckpts["v1"], "--keras", dst, "--batch", "2"])
+    code, rows, out, _ = run(verify, capsys, [ckpts["v1"], "--keras", dst])
     assert_passes(code, rows, out, names=("P2", "P3", "norm", "logits"))
 
     # A V1 converted model is not the SwinV2 checkpoint's model.
