@@ -4,37 +4,27 @@ import argparse
 import sys
 
 
-def _load_image(path, size):
-    import numpy as np
-    from keras import ops
-
-    if path is None:
-        from skimage import data
-
-        image, source = data.chelsea(), "scikit-image's bundled photo 'chelsea' (a cat)"
-    else:
-        from PIL import Image
-
-        image, source = np.asarray(Image.open(path).convert("RGB")), path
-    resized = ops.image.resize(image[None].astype("float32"), (size, size), interpolation="bicubic")
-    return ops.clip(resized, 0.0, 255.0), source
-
-
 def demo(args):
     """Builds a SwinV2, runs it on a photo and prints the summary and top-5."""
-    import numpy as np
     import keras
 
     import keras_swinv2
-    from keras_swinv2.data import preprocess_input
+    from keras_swinv2.data import decode_predictions, load_image, preprocess_input
 
     builder = getattr(keras_swinv2, f"SwinV2{args.variant.capitalize()}")
     model = builder(weights=args.weights)
     model.summary()
     size = model.image_shape[0]
-    image, source = _load_image(args.image, size)
-    probs = keras.ops.convert_to_numpy(model.predict(preprocess_input(image), verbose=0))[0]
-    print(f"\nImage: {source}, resized to {size}x{size}; backend: {keras.backend.backend()}")
+    if args.image is None:
+        from skimage import data
+
+        image, source = data.chelsea(), "scikit-image's bundled photo 'chelsea' (a cat)"
+    else:
+        image, source = args.image, args.image
+    pixels = load_image(image, size)[None]
+    probs = keras.ops.convert_to_numpy(model.predict(preprocess_input(pixels), verbose=0))
+    print(f"\nImage: {source}, resized and centre-cropped to {size}x{size}; "
+          f"backend: {keras.backend.backend()}")
     if args.weights is None:
         print(
             "Weights: RANDOM initialisation (no checkpoint loaded), so these top-5 classes "
@@ -42,9 +32,9 @@ def demo(args):
         )
     else:
         print(f"Weights: {args.weights}")
-    print("Top-5 (ImageNet-1k class index: probability):")
-    for index in np.argsort(probs)[::-1][:5]:
-        print(f"  class {index:4d}: {probs[index]:.4f}")
+    print("Top-5:")
+    for synset, name, score in decode_predictions(probs, top=5)[0]:
+        print(f"  {score:7.2%}  {name} ({synset})")
     return 0
 
 
