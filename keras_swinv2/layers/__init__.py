@@ -1,6 +1,7 @@
 """SwinV2 building blocks, one mechanism per module (in data-path order)."""
 
 from keras_swinv2.layers.attention import WindowAttention, l2_normalize
+from keras_swinv2.layers.linear import Linear
 from keras_swinv2.layers.block import DropPath, Mlp, SwinV2Block, effective_window
 from keras_swinv2.layers.patch_embedding import PatchEmbedding
 from keras_swinv2.layers.patch_merging import PatchMerging

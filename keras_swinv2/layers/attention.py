@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from keras_swinv2.layers.linear import Linear
 from keras_swinv2.layers.position_bias import ContinuousPositionBias, RelativePositionBiasTable
 from keras_swinv2.layers.windows import to_pair
 
@@ -16,8 +17,10 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 def l2_normalize(x, epsilon=1e-12):
     """`x / max(||x||_2, epsilon)` over the last axis (PyTorch's F.normalize)."""
-    norm = ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True))
-    return x / ops.maximum(norm, epsilon)
+    # 1 / max(||x||, eps) == rsqrt(max(||x||^2, eps^2)): a multiply instead of a divide
+    x = ops.convert_to_tensor(x)
+    squared = ops.sum(x * x, axis=-1, keepdims=True)
+    return x * ops.rsqrt(ops.maximum(squared, epsilon * epsilon))
 
 
 @keras.saving.register_keras_serializable(package="keras_swinv2")
@@ -89,10 +92,10 @@ class WindowAttention(keras.layers.Layer):
         self.proj_drop = proj_drop
 
         init = keras.initializers.TruncatedNormal(stddev=0.02)
-        self.qkv = keras.layers.Dense(
+        self.qkv = Linear(
             3 * dim, use_bias=False, kernel_initializer=init, dtype=self.dtype_policy, name="qkv"
         )
-        self.proj = keras.layers.Dense(dim, kernel_initializer=init, dtype=self.dtype_policy, name="proj")
+        self.proj = Linear(dim, kernel_initializer=init, dtype=self.dtype_policy, name="proj")
         if position_bias == "table":
             self.bias_layer = RelativePositionBiasTable(
                 num_heads, self.window_size, dtype=self.dtype_policy, name="relative_position_bias"

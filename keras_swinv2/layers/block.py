@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_swinv2.layers.attention import WindowAttention
+from keras_swinv2.layers.linear import Linear
 from keras_swinv2.layers.patch_embedding import LAYER_NORM_EPSILON
 from keras_swinv2.layers.windows import (
     pad_to_multiple,
@@ -63,10 +64,10 @@ class Mlp(keras.layers.Layer):
         self.hidden_dim = hidden_dim
         self.drop = drop
         init = keras.initializers.TruncatedNormal(stddev=0.02)
-        self.fc1 = keras.layers.Dense(
+        self.fc1 = Linear(
             hidden_dim, kernel_initializer=init, dtype=self.dtype_policy, name="fc1"
         )
-        self.fc2 = keras.layers.Dense(dim, kernel_initializer=init, dtype=self.dtype_policy, name="fc2")
+        self.fc2 = Linear(dim, kernel_initializer=init, dtype=self.dtype_policy, name="fc2")
         self.dropout = keras.layers.Dropout(drop, dtype=self.dtype_policy)
 
     def build(self, input_shape):

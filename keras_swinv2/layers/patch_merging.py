@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_swinv2.layers.linear import Linear
 from keras_swinv2.layers.patch_embedding import LAYER_NORM_EPSILON
 from keras_swinv2.layers.windows import pad_to_multiple
 
@@ -33,7 +34,7 @@ class PatchMerging(keras.layers.Layer):
         self.dim = dim
         self.version = version
         self.out_dim = out_dim or 2 * dim
-        self.reduction = keras.layers.Dense(
+        self.reduction = Linear(
             self.out_dim,
             use_bias=False,
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
