@@ -23,8 +23,8 @@ from keras_swinv2.models import variants as variants_module
 from keras_swinv2.weights import CHECKPOINTS, SIMMIM, fetch_checkpoint, find_checkpoint
 from keras_swinv2.weights.download import sha256_file
 
+from checkpoint_files import hf_to_pytorch_layout, save_checkpoint
 from reference import hf_outputs, hf_swinv2, keras_outputs, max_abs_diff, state_dict_numpy
-from test_weights import hf_to_pytorch_layout, save_checkpoint
 
 TINY = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
 SUPERVISED = [c for c in CHECKPOINTS.values() if c.name not in SIMMIM]
