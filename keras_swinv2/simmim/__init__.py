@@ -1,0 +1,19 @@
+"""SimMIM masked image modelling (Xie et al., CVPR 2022) with a SwinV2 encoder."""
+
+from keras_swinv2.simmim.masking import MaskGenerator
+from keras_swinv2.simmim.model import (
+    MaskToken,
+    SwinV2SimMIM,
+    copy_encoder_weights,
+    masked_l1_loss,
+    pixel_shuffle,
+)
+
+__all__ = [
+    "MaskGenerator",
+    "MaskToken",
+    "SwinV2SimMIM",
+    "copy_encoder_weights",
+    "masked_l1_loss",
+    "pixel_shuffle",
+]

@@ -1,0 +1,196 @@
+"""Fine-tuning a SwinV2 with `model.fit`: the official recipe, resumable, in one call."""
+
+import dataclasses
+import json
+import os
+
+import keras
+
+from keras_swinv2.data import pipeline
+from keras_swinv2.models.swinv2 import SwinV2Model
+from keras_swinv2.models.variants import VARIANTS, SwinV2
+from keras_swinv2.training.checkpoint import ResumableTraining
+from keras_swinv2.training.freezing import set_trainable
+from keras_swinv2.training.optimizer import swinv2_adamw
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    """Every setting of a fine-tuning run (saved as `config.json` beside its checkpoints).
+
+    Attributes:
+        data: "digits", "tfds:NAME", "tfds:folder:PATH" or an image folder.
+        model: a variant ("tiny" ... "giant") or a `.keras` file (a SwinV2
+            classifier, or a backbone such as a SimMIM-pretrained encoder).
+        weights: None, a weights name ("imagenet1k", ...) or a checkpoint file.
+        image_size: int, input side (default: the checkpoint's or variant's).
+        window_size: int (default: the checkpoint's or variant's); a larger
+            window than the checkpoint's transfers through the Log-CPB.
+        architecture: dict of `SwinV2Model` overrides (e.g. `embed_dim`,
+            `depths`, `num_heads`) for a custom-size model.
+        epochs, batch_size: int.
+        learning_rate: float, peak rate for `batch_size` (not rescaled).
+        weight_decay, layer_decay, warmup_epochs, decay, min_learning_rate:
+            the `swinv2_adamw` schedule (`layer_decay` None: off).
+        drop_path_rate, label_smoothing: float.
+        ema: float EMA momentum of the weights (e.g. 0.9998), or None.
+        clipnorm: float, global gradient-norm clip (official: 5.0), or None.
+        mode, frozen_stages: what trains (see `set_trainable`).
+        augmentation: dict of `pipeline.Augmentation` fields.
+        crop_ratio: float, eval crop / resize (official 0.875).
+        data_dir: TFDS data directory.
+        seed: int.
+    """
+
+    data: str = "digits"
+    model: str = "tiny"
+    weights: str = None
+    image_size: int = None
+    window_size: int = None
+    architecture: dict = None
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.05
+    layer_decay: float = None
+    warmup_epochs: float = 1.0
+    decay: str = "cosine"
+    min_learning_rate: float = 1e-6
+    drop_path_rate: float = 0.1
+    label_smoothing: float = 0.1
+    ema: float = None
+    clipnorm: float = 5.0
+    mode: str = "full"
+    frozen_stages: int = 0
+    augmentation: dict = None
+    crop_ratio: float = 0.875
+    data_dir: str = None
+    seed: int = 0
+
+
+def build_model(config, num_classes):
+    """The classifier a `FinetuneConfig` describes, with its weights loaded."""
+    size = (config.image_size,) * 2 + (3,) if config.image_size else None
+    overrides = dict(config.architecture or {})
+    if config.window_size:
+        overrides["window_size"] = config.window_size
+    if config.model.endswith(".keras"):
+        return _from_keras_file(config.model, num_classes, size, overrides, config.drop_path_rate)
+    if config.model not in VARIANTS:
+        raise ValueError(f"model must be one of {sorted(VARIANTS)} or a .keras file; got {config.model!r}.")
+    return SwinV2(
+        variant=config.model,
+        weights=config.weights,
+        input_shape=size,
+        classes=num_classes,
+        drop_path_rate=config.drop_path_rate,
+        **overrides,
+    )
+
+
+def _from_keras_file(path, num_classes, size, overrides, drop_path_rate):
+    """A classifier initialised from a saved SwinV2 (classifier or backbone, e.g. a SimMIM encoder)."""
+    from keras_swinv2.simmim import copy_encoder_weights
+
+    source = keras.saving.load_model(path, compile=False)
+    if not isinstance(source, SwinV2Model):
+        raise ValueError(f"{path} holds a {type(source).__name__}, not a SwinV2Model.")
+    arch = {k: v for k, v in source.get_config().items() if k not in ("name", "trainable", "dtype")}
+    arch.update(include_top=True, pooling=None, classes=num_classes, drop_path_rate=drop_path_rate,
+                classifier_activation="softmax")
+    if size is not None:
+        arch["input_shape"] = size
+    arch.update(overrides)
+    if arch["window_size"] != source.window_size and not any(source.pretrained_window_sizes):
+        # the source's CPB was trained at its own (possibly shrunk) per-stage windows
+        side = min(source.image_shape[:2]) // source.patch_size
+        arch["pretrained_window_sizes"] = tuple(
+            min(source.window_size, side // 2**i) for i in range(len(source.depths))
+        )
+    model = SwinV2Model(**arch)
+    copy_encoder_weights(source, model)
+    return model
+
+
+def _check_resumable(output, config):
+    path = os.path.join(output, "config.json")
+    settings = json.loads(json.dumps(dataclasses.asdict(config)))
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v and k != "epochs"}
+        if changed:
+            raise ValueError(
+                f"{output} holds a run with other settings; resuming it with these would not continue "
+                f"it. Differences (saved, now): {changed}. Use another output directory."
+            )
+    os.makedirs(output, exist_ok=True)
+    with open(path + ".partial", "w") as f:
+        json.dump(settings, f, indent=2)
+    os.replace(path + ".partial", path)
+
+
+def finetune(config, output, verbose=1):
+    """Fine-tunes (or trains) a SwinV2 classifier; resumes if `output` holds an unfinished run.
+
+    Writes into `output`: `config.json`, the resumable state, `best.keras`
+    (best validation accuracy), `log.csv` and `curves.png` (see
+    `ResumableTraining`).
+
+    Args:
+        config: `FinetuneConfig`.
+        output: str, directory of this run.
+        verbose: Keras progress-bar verbosity.
+
+    Returns:
+        `(model, data, history)`: the trained model (EMA weights when
+        `config.ema`), the `ImageData`, and the list of per-epoch logs of the
+        whole run (earlier, resumed epochs included).
+    """
+    _check_resumable(output, config)
+    keras.utils.set_random_seed(config.seed)
+    data = pipeline.load_data(config.data, config.data_dir, seed=config.seed)
+    model = build_model(config, data.num_classes)
+    set_trainable(model, config.mode, config.frozen_stages)
+    size = model.image_shape[0]
+    steps = pipeline.steps_per_epoch(data, config.batch_size)
+    optimizer = swinv2_adamw(
+        model,
+        config.learning_rate,
+        weight_decay=config.weight_decay,
+        layer_decay=config.layer_decay,
+        total_steps=config.epochs * steps,
+        warmup_steps=int(config.warmup_epochs * steps),
+        decay=config.decay,
+        min_learning_rate=config.min_learning_rate,
+        use_ema=config.ema is not None,
+        ema_momentum=config.ema or 0.99,
+        global_clipnorm=config.clipnorm,
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    state = ResumableTraining(output, monitor="val_accuracy", mode="max")
+    initial_epoch = state.restore(model)
+    callbacks = [state] + ([keras.callbacks.SwapEMAWeights()] if config.ema is not None else [])
+    if initial_epoch >= config.epochs:
+        if verbose:
+            print(f"{output}: all {config.epochs} epochs are done already.")
+        return model, data, state.history
+    if initial_epoch and verbose:
+        print(f"Resuming {output} after epoch {initial_epoch} of {config.epochs}.")
+    augmentation = pipeline.Augmentation(**(config.augmentation or {}))
+    model.fit(
+        pipeline.training_stream(
+            data, size, config.batch_size, config.epochs, initial_epoch, config.seed, augmentation, config.crop_ratio
+        ),
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps,
+        validation_data=pipeline.validation_batches(data, size, config.batch_size, config.crop_ratio),
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    return model, data, state.history
