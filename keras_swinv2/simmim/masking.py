@@ -15,6 +15,10 @@ import numpy as np
 __all__ = ["MaskGenerator"]
 
 
+def _is_positive_int(value):
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 1
+
+
 def _pair(value, name):
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
@@ -23,7 +27,7 @@ def _pair(value, name):
     else:
         pair = (value, value)
     for side in pair:
-        if isinstance(side, bool) or not isinstance(side, (int, np.integer)) or side < 1:
+        if not _is_positive_int(side):
             raise ValueError(f"{name} must be positive ints; got {value!r}.")
     return tuple(int(s) for s in pair)
 
@@ -63,10 +67,9 @@ class MaskGenerator:
 
     def __init__(self, input_size=192, mask_patch_size=32, model_patch_size=4, mask_ratio=0.6):
         self.input_size = _pair(input_size, "input_size")
-        if isinstance(mask_patch_size, bool) or not isinstance(mask_patch_size, (int, np.integer)) or mask_patch_size < 1:
-            raise ValueError(f"mask_patch_size must be a positive int; got {mask_patch_size!r}.")
-        if isinstance(model_patch_size, bool) or not isinstance(model_patch_size, (int, np.integer)) or model_patch_size < 1:
-            raise ValueError(f"model_patch_size must be a positive int; got {model_patch_size!r}.")
+        for name, value in (("mask_patch_size", mask_patch_size), ("model_patch_size", model_patch_size)):
+            if not _is_positive_int(value):
+                raise ValueError(f"{name} must be a positive int; got {value!r}.")
         height, width = self.input_size
         if height % mask_patch_size or width % mask_patch_size:
             raise ValueError(
@@ -78,7 +81,8 @@ class MaskGenerator:
                 f"mask_patch_size {mask_patch_size} is not divisible by model_patch_size "
                 f"{model_patch_size}: a masked square must cover whole tokens."
             )
-        if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, (int, float, np.floating)) or not 0 < mask_ratio < 1:
+        is_number = isinstance(mask_ratio, (int, float, np.number)) and not isinstance(mask_ratio, bool)
+        if not is_number or not 0 < mask_ratio < 1:
             raise ValueError(f"mask_ratio must be a float strictly between 0 and 1; got {mask_ratio!r}.")
         self.mask_patch_size = int(mask_patch_size)
         self.model_patch_size = int(model_patch_size)
@@ -177,8 +181,8 @@ class MaskGenerator:
         >>> ds = tf.data.Dataset.from_tensor_slices(np.zeros((8, 64, 64, 3), "float32"))
         >>> gen = MaskGenerator(input_size=64, mask_patch_size=16, model_patch_size=4)
         >>> ds = gen.add_masks(ds, seed=1).batch(4)
-        >>> batch = next(iter(ds)); batch["mask"].shape
-        TensorShape([4, 16, 16])
+        >>> tuple(next(iter(ds))["mask"].shape)
+        (4, 16, 16)
         """
         import tensorflow as tf
 

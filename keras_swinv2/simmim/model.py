@@ -47,7 +47,7 @@ def pixel_shuffle(x, factor):
 
     Example:
 
-    >>> pixel_shuffle(np.zeros((1, 2, 3, 4 * 3)), 2).shape
+    >>> tuple(pixel_shuffle(np.zeros((1, 2, 3, 4 * 3)), 2).shape)
     (1, 4, 6, 3)
     """
     channels = x.shape[-1]
@@ -106,7 +106,7 @@ class MaskToken(keras.layers.Layer):
     Example:
 
     >>> layer = MaskToken()
-    >>> layer(np.ones((1, 2, 2, 8)), np.array([[[1, 0], [0, 0]]])).shape
+    >>> tuple(layer(np.ones((1, 2, 2, 8)), np.array([[[1, 0], [0, 0]]])).shape)
     (1, 2, 2, 8)
     """
 
@@ -210,24 +210,27 @@ class SwinV2SimMIM(keras.Model):
     ...                       input_shape=(32, 32, 3), include_top=False)
     >>> model = SwinV2SimMIM(encoder)
     >>> masks = model.mask_generator(mask_patch_size=8).sample_batch(2, np.random.default_rng(0))
-    >>> model({"images": np.zeros((2, 32, 32, 3)), "mask": masks}).shape
+    >>> tuple(model({"images": np.zeros((2, 32, 32, 3)), "mask": masks}).shape)
     (2, 32, 32, 3)
     >>> model.compile(optimizer="adamw")   # then model.fit(dataset_of_dicts)
     """
 
     def __init__(self, encoder, name="swinv2_simmim", **kwargs):
         stride = _check_encoder(encoder)
-        kwargs.pop("dtype", None)  # the encoder's policy decides
-        super().__init__(name=name, dtype=encoder.dtype_policy, **kwargs)
+        kwargs.pop("dtype", None)
+        # The encoder's layers carry its dtype policy (the functional model's own policy
+        # is the global default), so take it from its first layer.
+        policy = encoder.get_layer("patch_embed").dtype_policy
+        super().__init__(name=name, dtype=policy, **kwargs)
         self.encoder = encoder
         self.encoder_stride = stride
         self.patch_size = encoder.patch_size
         self.in_channels = encoder.in_channels
         num_features = encoder.embed_dim * 2 ** (len(encoder.depths) - 1)
-        self.mask_token = MaskToken(dtype=encoder.dtype_policy, name="mask_token")
+        self.mask_token = MaskToken(dtype=policy, name="mask_token")
         self.mask_token.build((None, None, None, encoder.embed_dim))
         self.decoder = keras.layers.Conv2D(
-            stride * stride * self.in_channels, kernel_size=1, dtype=encoder.dtype_policy, name="decoder"
+            stride * stride * self.in_channels, kernel_size=1, dtype=policy, name="decoder"
         )
         self.decoder.build((None, None, None, num_features))
         self.built = True
@@ -349,7 +352,11 @@ def copy_encoder_weights(encoder, model):
 
     Example:
 
-    >>> classifier = SwinV2Model(..., include_top=True, classes=10)
+    >>> arch = dict(embed_dim=16, depths=(1, 1), num_heads=(2, 4), window_size=4,
+    ...             input_shape=(32, 32, 3))
+    >>> simmim = SwinV2SimMIM(SwinV2Model(**arch, include_top=False))
+    >>> # ... simmim.fit(...) ...
+    >>> classifier = SwinV2Model(**arch, classes=10)
     >>> copy_encoder_weights(simmim.encoder, classifier)
     ['patch_embed', 'stage_0', 'stage_1', 'norm']
     """
@@ -360,9 +367,14 @@ def copy_encoder_weights(encoder, model):
             raise ValueError(f"copy_encoder_weights: {role} must be a SwinV2Model; got {type(m).__name__}.")
     if len(encoder.depths) != len(model.depths):
         raise ValueError(
-            f"copy_encoder_weights: the encoder has {len(encoder.depths)} stages (depths "
-            f"{tuple(encoder.depths)}) but '{model.name}' has {len(model.depths)} (depths {tuple(model.depths)})."
+            f"copy_encoder_weights: the encoder has {len(encoder.depths)} stages "
+            f"(depths {tuple(encoder.depths)}) but '{model.name}' has {len(model.depths)} "
+            f"(depths {tuple(model.depths)})."
         )
+
+    def describe(variable):
+        return "no further weight" if variable is None else f"{variable.path} {tuple(variable.shape)}"
+
     names = _encoder_layer_names(encoder)
     pairs = []
     for name in names:
@@ -370,10 +382,13 @@ def copy_encoder_weights(encoder, model):
         for i in range(max(len(source), len(target))):
             expected = source[i] if i < len(source) else None
             got = target[i] if i < len(target) else None
-            if expected is None or got is None or expected.path != got.path or tuple(expected.shape) != tuple(got.shape):
-                def describe(v):
-                    return "nothing" if v is None else f"{v.path} {tuple(v.shape)}"
-
+            same = (
+                expected is not None
+                and got is not None
+                and expected.path == got.path
+                and tuple(expected.shape) == tuple(got.shape)
+            )
+            if not same:
                 raise ValueError(
                     f"copy_encoder_weights: '{model.name}' does not have the encoder's architecture: "
                     f"layer {name}, weight {i}: expected {describe(expected)} (from '{encoder.name}'), "
