@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[tensorflow,jax,torch,demo,dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[tensorflow,jax,torch,demo,finetune,dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)

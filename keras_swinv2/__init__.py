@@ -1,6 +1,6 @@
 """keras-swinv2: the Swin Transformer V2 family for Keras 3 (TensorFlow, JAX, PyTorch)."""
 
-from keras_swinv2 import layers
+from keras_swinv2 import layers, simmim, training
 from keras_swinv2.data import decode_predictions, imagenet_classes, preprocess_input
 from keras_swinv2.models import (
     SwinV2,
@@ -12,6 +12,8 @@ from keras_swinv2.models import (
     SwinV2Small,
     SwinV2Tiny,
 )
+from keras_swinv2.simmim import SwinV2SimMIM
+from keras_swinv2.training import set_trainable, swinv2_adamw
 from keras_swinv2.version import __version__
 from keras_swinv2.weights import load_weights
 
@@ -24,7 +26,12 @@ __all__ = [
     "SwinV2Large",
     "SwinV2Huge",
     "SwinV2Giant",
+    "SwinV2SimMIM",
     "layers",
+    "set_trainable",
+    "simmim",
+    "swinv2_adamw",
+    "training",
     "decode_predictions",
     "imagenet_classes",
     "preprocess_input",

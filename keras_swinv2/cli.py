@@ -65,6 +65,37 @@ def finetune(args):
     return 0
 
 
+def pretrain(args):
+    """SimMIM pre-training of a SwinV2 encoder with model.fit; resumes an interrupted run."""
+    import keras
+
+    from keras_swinv2.simmim import PretrainConfig
+    from keras_swinv2.simmim import pretrain as run
+
+    architecture = {
+        key: value
+        for key, value in (("embed_dim", args.embed_dim), ("depths", args.depths), ("num_heads", args.num_heads))
+        if value is not None
+    }
+    config = PretrainConfig(
+        data=args.data, data_dir=args.data_dir, model=args.model, architecture=architecture or None,
+        image_size=args.image_size, window_size=args.window_size, mask_patch_size=args.mask_patch_size,
+        mask_ratio=args.mask_ratio, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, min_learning_rate=args.min_lr,
+        clipnorm=args.clipnorm or None, drop_path_rate=args.drop_path, crop_scale=tuple(args.crop_scale),
+        seed=args.seed,
+    )
+    print(f"Backend: {keras.backend.backend()}; output: {args.output}")
+    _, history = run(config, args.output, verbose=args.verbose)
+    best = min(history, key=lambda row: row.get("val_loss", float("inf")))
+    print(
+        f"\nSimMIM loss {history[0]['loss']:.4f} (epoch 1) -> {history[-1]['loss']:.4f} (epoch {len(history)}); "
+        f"best validation loss {best['val_loss']:.4f}.\nEncoder saved to {args.output}/encoder.keras: "
+        f"fine-tune it with `swinv2 finetune --model {args.output}/encoder.keras --weights none`."
+    )
+    return 0
+
+
 def _report(history, output):
     best = max(history, key=lambda row: row.get("val_accuracy", -1.0))
     print(
@@ -205,6 +236,30 @@ def main(argv=None):
     p.add_argument("--output", required=True, help="run directory (an unfinished run there resumes)")
     _add_training_arguments(p)
     p.set_defaults(func=finetune)
+    p = sub.add_parser("pretrain", help="SimMIM masked-image pre-training of a SwinV2 encoder (resumable)")
+    p.add_argument("--data", default="digits", help="digits | tfds:NAME | tfds:folder:PATH | an image folder")
+    p.add_argument("--data-dir", default=None, help="TFDS data directory")
+    p.add_argument("--model", default="tiny", choices=["tiny", "small", "base", "large", "huge", "giant"])
+    p.add_argument("--embed-dim", type=int, default=None, help="custom architecture: channels")
+    p.add_argument("--depths", type=int, nargs="+", default=None, help="custom architecture: blocks per stage")
+    p.add_argument("--num-heads", type=int, nargs="+", default=None, help="custom architecture: heads per stage")
+    p.add_argument("--image-size", type=int, default=192)
+    p.add_argument("--window-size", type=int, default=12)
+    p.add_argument("--mask-patch-size", type=int, default=32)
+    p.add_argument("--mask-ratio", type=float, default=0.6)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup-epochs", type=float, default=10.0)
+    p.add_argument("--min-lr", type=float, default=1e-5)
+    p.add_argument("--clipnorm", type=float, default=5.0)
+    p.add_argument("--drop-path", type=float, default=0.1)
+    p.add_argument("--crop-scale", type=float, nargs=2, default=(0.67, 1.0))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    p.add_argument("--output", required=True, help="run directory (an unfinished run there resumes)")
+    p.set_defaults(func=pretrain)
     p = sub.add_parser("predict", help="classify images with pretrained weights, print the top-k")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--model", default="tiny", choices=["tiny", "small", "base", "large"])

@@ -1,12 +1,34 @@
-"""The `swinv2 demo` command behind `make demo` (`swinv2 predict` is tested with the downloads)."""
+"""The `swinv2` commands: the main job behind `make demo`, pretrain -> finetune (`predict` is tested with the downloads)."""
+
+import numpy as np
+
+import keras
 
 from keras_swinv2.cli import main
+from keras_swinv2.simmim import copy_encoder_weights  # noqa: F401  (the path finetune uses)
+from keras_swinv2.training import FinetuneConfig, build_model
+
+TINY = ["--image-size", "32", "--window-size", "4", "--embed-dim", "16", "--depths", "1", "1", "--num-heads", "2", "4"]
 
 
-def test_demo_runs_and_labels_random_weights(capsys):
-    assert main(["demo"]) == 0
+def test_demo_trains_on_digits_and_classifies_held_out_images(tmp_path, capsys):
+    assert main(["demo", "--epochs", "1", "--output", str(tmp_path), "--verbose", "0", "--show", "4"]) == 0
     out = capsys.readouterr().out
-    assert "Total params: 28,347,154" in out
-    assert "RANDOM initialisation" in out
-    top = out[out.index("Top-5:"):].strip().splitlines()[1:]
-    assert len(top) == 5 and all(line.strip().endswith(")") and "%" in line for line in top)
+    assert "random initialisation" in out and "Best validation accuracy" in out
+    assert out.count("true ") == 4 and "correct; validation accuracy" in out
+    for name in ("best.keras", "log.csv", "curves.png", "config.json", "state.json"):
+        assert (tmp_path / name).exists(), name
+
+
+def test_pretrain_then_finetune_from_the_encoder(tmp_path, capsys):
+    pre = tmp_path / "pre"
+    args = ["pretrain", *TINY, "--mask-patch-size", "8", "--epochs", "2", "--warmup-epochs", "0", "--batch-size", "64"]
+    assert main([*args, "--output", str(pre), "--verbose", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "SimMIM loss" in out and (pre / "encoder.keras").exists()
+    encoder = keras.saving.load_model(pre / "encoder.keras", compile=False)
+    model = build_model(FinetuneConfig(model=str(pre / "encoder.keras"), image_size=32, window_size=4), 10)
+    assert model.include_top and model.classes == 10
+    for layer in ("patch_embed", "stage_0", "stage_1", "norm"):
+        for a, b in zip(encoder.get_layer(layer).weights, model.get_layer(layer).weights):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))

@@ -273,6 +273,7 @@ def hf_run(reference, images, mask):
     return out.reconstruction.numpy().transpose(0, 2, 3, 1), float(out.loss)
 
 
+@pytest.mark.parity
 def test_parity_with_hf_masked_image_modeling(hf_pair, report):
     reference, model = hf_pair
     gen = model.mask_generator(mask_patch_size=8, mask_ratio=0.6)

@@ -227,10 +227,13 @@ def _normalize(tf, images):
 
 
 def _resize_short_side(tf, image, size):
-    shape = tf.cast(tf.shape(image)[:2], "float32")
-    scale = size / tf.reduce_min(shape)
-    new = tf.cast(tf.round(shape * scale), "int32")
-    return tf.image.resize(image, new, method="bicubic", antialias=True)
+    """Bicubic resize so the shorter side is `size`, the longer `floor(size * long / short)` (PIL's rule)."""
+    shape = tf.cast(tf.shape(image)[:2], "int64")
+    height, width = shape[0], shape[1]
+    new_height = tf.where(height <= width, tf.constant(size, "int64"), size * height // width)
+    new_width = tf.where(height <= width, size * width // height, tf.constant(size, "int64"))
+    new_size = tf.cast(tf.stack([new_height, new_width]), "int32")
+    return tf.image.resize(image, new_size, method="bicubic", antialias=True)
 
 
 def eval_transform(image_size, crop_ratio=0.875):
@@ -320,6 +323,13 @@ def training_stream(data, image_size, batch_size, epochs, initial_epoch=0, seed=
 
         def per_batch(batch_index, batch):
             images, labels = batch
+            for i, layer in enumerate(layers + mixers):
+                # Keras' augmentation layers draw from a stateful generator; starting it from
+                # (epoch seed, batch) makes every batch independent of what was drawn before
+                # (the non-TF trainers peek at a batch before training).
+                layer.backend.set_backend("tensorflow")  # as the layer's own call does in tf.data
+                generator = layer._get_seed_generator("tensorflow")
+                generator.state.assign(tf.cast(tf.stack([epoch_seed * 16 + i, batch_index]), generator.state.dtype))
             for layer in layers:
                 images = layer(images, training=True)
             if mixers:
@@ -332,7 +342,7 @@ def training_stream(data, image_size, batch_size, epochs, initial_epoch=0, seed=
                     images, labels = mixed[0]["images"], mixed[0]["labels"]
             return _normalize(tf, images), tf.cast(labels, "float32")
 
-        # Keras' augmentation layers draw from stateful generators: map them sequentially.
+        # sequential: the layers' generators are shared state
         return ds.enumerate().map(per_batch)
 
     stream = epoch_batches(initial_epoch)

@@ -8,12 +8,15 @@ from keras_swinv2.simmim.model import (
     masked_l1_loss,
     pixel_shuffle,
 )
+from keras_swinv2.simmim.pretrain import PretrainConfig, pretrain
 
 __all__ = [
     "MaskGenerator",
     "MaskToken",
+    "PretrainConfig",
     "SwinV2SimMIM",
     "copy_encoder_weights",
     "masked_l1_loss",
     "pixel_shuffle",
+    "pretrain",
 ]

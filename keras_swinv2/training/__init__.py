@@ -1,7 +1,7 @@
 """Training machinery: the fine-tuning optimizer and schedule, freezing modes, resumable fit."""
 
 from keras_swinv2.training.checkpoint import ResumableTraining, plot_history
-from keras_swinv2.training.finetune import FinetuneConfig, build_model, finetune
+from keras_swinv2.training.finetuning import FinetuneConfig, build_model, finetune
 from keras_swinv2.training.freezing import TRAINABLE_MODES, set_trainable
 from keras_swinv2.training.optimizer import (
     NO_DECAY_KEYWORDS,

@@ -2,6 +2,7 @@
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -37,6 +38,28 @@ def _write_text(path, text):
             f.write(text)
 
     _atomic_write(path, write)
+
+
+def save_run_config(output, config):
+    """Records a run's settings in `output/config.json`; refuses to resume a run made with others.
+
+    Args:
+        output: str, the run directory (created).
+        config: a dataclass of settings; `epochs` may grow on resume.
+    """
+    path = os.path.join(output, "config.json")
+    settings = json.loads(json.dumps(dataclasses.asdict(config)))
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v and k != "epochs"}
+        if changed:
+            raise ValueError(
+                f"{output} holds a run with other settings; resuming it with these would not continue "
+                f"it. Differences (saved, now): {changed}. Use another output directory."
+            )
+    os.makedirs(output, exist_ok=True)
+    _write_text(path, json.dumps(settings, indent=2))
 
 
 def _seed_states(model):

@@ -1,15 +1,13 @@
 """Fine-tuning a SwinV2 with `model.fit`: the official recipe, resumable, in one call."""
 
 import dataclasses
-import json
-import os
 
 import keras
 
 from keras_swinv2.data import pipeline
 from keras_swinv2.models.swinv2 import SwinV2Model
 from keras_swinv2.models.variants import VARIANTS, SwinV2
-from keras_swinv2.training.checkpoint import ResumableTraining
+from keras_swinv2.training.checkpoint import ResumableTraining, save_run_config
 from keras_swinv2.training.freezing import set_trainable
 from keras_swinv2.training.optimizer import swinv2_adamw
 
@@ -112,24 +110,6 @@ def _from_keras_file(path, num_classes, size, overrides, drop_path_rate):
     return model
 
 
-def _check_resumable(output, config):
-    path = os.path.join(output, "config.json")
-    settings = json.loads(json.dumps(dataclasses.asdict(config)))
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-        changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v and k != "epochs"}
-        if changed:
-            raise ValueError(
-                f"{output} holds a run with other settings; resuming it with these would not continue "
-                f"it. Differences (saved, now): {changed}. Use another output directory."
-            )
-    os.makedirs(output, exist_ok=True)
-    with open(path + ".partial", "w") as f:
-        json.dump(settings, f, indent=2)
-    os.replace(path + ".partial", path)
-
-
 def finetune(config, output, verbose=1):
     """Fine-tunes (or trains) a SwinV2 classifier; resumes if `output` holds an unfinished run.
 
@@ -147,7 +127,7 @@ def finetune(config, output, verbose=1):
         `config.ema`), the `ImageData`, and the list of per-epoch logs of the
         whole run (earlier, resumed epochs included).
     """
-    _check_resumable(output, config)
+    save_run_config(output, config)
     keras.utils.set_random_seed(config.seed)
     data = pipeline.load_data(config.data, config.data_dir, seed=config.seed)
     model = build_model(config, data.num_classes)
@@ -191,6 +171,7 @@ def finetune(config, output, verbose=1):
         steps_per_epoch=steps,
         validation_data=pipeline.validation_batches(data, size, config.batch_size, config.crop_ratio),
         callbacks=callbacks,
+        shuffle=False,  # the stream is shuffled per epoch, reproducibly
         verbose=verbose,
     )
     return model, data, state.history
