@@ -7,14 +7,16 @@ import sys
 DEMO_ARCHITECTURE = {"embed_dim": 32, "depths": (2, 2, 2), "num_heads": (2, 4, 8)}
 
 
+def _architecture(args):
+    """The custom-size overrides given on the command line (--embed-dim, --depths, --num-heads)."""
+    given = (("embed_dim", args.embed_dim), ("depths", args.depths), ("num_heads", args.num_heads))
+    return {key: value for key, value in given if value is not None}
+
+
 def _finetune_config(args, **fixed):
     from keras_swinv2.training import FinetuneConfig
 
-    architecture = {
-        key: value
-        for key, value in (("embed_dim", args.embed_dim), ("depths", args.depths), ("num_heads", args.num_heads))
-        if value is not None
-    }
+    architecture = _architecture(args)
     augmentation = {
         "crop_scale": tuple(args.crop_scale) if args.crop_scale else None,
         "flip": not args.no_flip,
@@ -72,11 +74,7 @@ def pretrain(args):
     from keras_swinv2.simmim import PretrainConfig
     from keras_swinv2.simmim import pretrain as run
 
-    architecture = {
-        key: value
-        for key, value in (("embed_dim", args.embed_dim), ("depths", args.depths), ("num_heads", args.num_heads))
-        if value is not None
-    }
+    architecture = _architecture(args)
     config = PretrainConfig(
         data=args.data, data_dir=args.data_dir, model=args.model, architecture=architecture or None,
         image_size=args.image_size, window_size=args.window_size, mask_patch_size=args.mask_patch_size,

@@ -5,7 +5,6 @@ import numpy as np
 import keras
 
 from keras_swinv2.cli import main
-from keras_swinv2.simmim import copy_encoder_weights  # noqa: F401  (the path finetune uses)
 from keras_swinv2.training import FinetuneConfig, build_model
 
 TINY = ["--image-size", "32", "--window-size", "4", "--embed-dim", "16", "--depths", "1", "1", "--num-heads", "2", "4"]
