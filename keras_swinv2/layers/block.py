@@ -6,6 +6,7 @@ from keras import ops
 from keras_swinv2.layers.attention import WindowAttention
 from keras_swinv2.layers.linear import Linear
 from keras_swinv2.layers.patch_embedding import LAYER_NORM_EPSILON
+from keras_swinv2.layers.remat import remat
 from keras_swinv2.layers.windows import (
     pad_to_multiple,
     shifted_window_mask,
@@ -34,13 +35,27 @@ class DropPath(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed) if rate > 0 else None
 
-    def call(self, x, training=None):
+    def sample(self, x, training=None):
+        """Draws the per-sample scale `mask / (1 - rate)`, or None when inactive.
+
+        Args:
+            x: tensor `(batch, ...)`, the branch the scale will multiply.
+            training: bool.
+
+        Returns:
+            None, or a tensor `(batch, 1, ..., 1)` of x's dtype holding 0 or
+            `1 / (1 - rate)`.
+        """
         if not training or self.rate == 0.0:
-            return x
+            return None
         keep = 1.0 - self.rate
         shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
         mask = keras.random.uniform(shape, seed=self.seed_generator, dtype=x.dtype) < keep
-        return x * ops.cast(mask, x.dtype) / keep
+        return ops.cast(mask, x.dtype) / keep
+
+    def call(self, x, training=None):
+        scale = self.sample(x, training)
+        return x if scale is None else x * scale
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -108,6 +123,29 @@ def effective_window(resolution, window_size, shift_size):
     return window_size, shift_size
 
 
+def largest_divisor(n, limit):
+    """The largest divisor of `n` that is at most `limit` (>= 1)."""
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+def check_checkpointing(gradient_checkpointing, drop, attn_drop):
+    """Refuses dropout inside recomputed blocks.
+
+    `keras.remat` re-runs the block in the backward pass. On TensorFlow and
+    PyTorch a Keras seed generator advances in between, so the recomputed
+    dropout masks would differ from the forward pass (wrong gradients); on JAX
+    the generator's state update inside `jax.checkpoint` leaks a tracer.
+    Stochastic depth is fine: its masks are drawn outside the recomputation.
+    The official SwinV2 recipes use no dropout (only stochastic depth).
+    """
+    if gradient_checkpointing and (drop or attn_drop):
+        raise ValueError(
+            "gradient_checkpointing=True needs drop=0 and attn_drop=0 (drop_rate and "
+            f"attn_drop_rate on the model); got drop={drop}, attn_drop={attn_drop}. "
+            "Stochastic depth (drop_path) is supported."
+        )
+
+
 @keras.saving.register_keras_serializable(package="keras_swinv2")
 class SwinV2Block(keras.layers.Layer):
     """One Swin Transformer block on a `(batch, height, width, dim)` token map.
@@ -141,6 +179,17 @@ class SwinV2Block(keras.layers.Layer):
             "pre" (V1).
         extra_norm: bool, apply one more LayerNorm to the block's output (the
             main-branch norm SwinV2-H/G use every 6 blocks).
+        gradient_checkpointing: bool, in training keep only the block's input
+            for the backward pass and recompute its activations there
+            (`keras_swinv2.layers.remat.remat`). The stochastic-depth masks are drawn outside the
+            recomputed function, so gradients equal the plain block's. Dropout
+            inside the block (`drop`, `attn_drop`) cannot be recomputed
+            identically and is refused (see `check_checkpointing`).
+        attention_chunk_size: int, 0 to attend all windows at once; otherwise
+            the windows of each image go through attention in sequential
+            chunks of at most this many windows (the largest divisor of the
+            window count that fits), which caps the `(windows, heads, N, N)`
+            attention buffer. Outputs are identical. Needs a static resolution.
 
     Input/output shape: `(batch, height, width, dim)`.
     """
@@ -162,6 +211,8 @@ class SwinV2Block(keras.layers.Layer):
         drop_path=0.0,
         norm="post",
         extra_norm=False,
+        gradient_checkpointing=False,
+        attention_chunk_size=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -188,6 +239,11 @@ class SwinV2Block(keras.layers.Layer):
         self.drop_path = drop_path
         self.norm = norm
         self.extra_norm = extra_norm
+        self.gradient_checkpointing = gradient_checkpointing
+        self.attention_chunk_size = attention_chunk_size
+        check_checkpointing(gradient_checkpointing, drop, attn_drop)
+        if attention_chunk_size < 0:
+            raise ValueError(f"attention_chunk_size must be >= 0; got {attention_chunk_size}.")
 
         gamma = "zeros" if norm == "post" else "ones"
         self.norm1 = keras.layers.LayerNormalization(
@@ -208,6 +264,7 @@ class SwinV2Block(keras.layers.Layer):
         # Set in build(), once the input resolution is known.
         self.attn = None
         self.window, self.shift = window_size, shift_size
+        self.chunk = 0
 
     def build(self, input_shape):
         if len(input_shape) != 4 or input_shape[-1] != self.dim:
@@ -218,6 +275,14 @@ class SwinV2Block(keras.layers.Layer):
         self.window, self.shift = effective_window(
             tuple(input_shape[1:3]), self.window_size, self.shift_size
         )
+        if self.attention_chunk_size:
+            if None in tuple(input_shape[1:3]):
+                raise ValueError(
+                    "attention_chunk_size needs a static resolution; got input shape "
+                    f"{tuple(input_shape)}."
+                )
+            rows, cols = (-(-side // self.window) for side in input_shape[1:3])
+            self.chunk = largest_divisor(rows * cols, self.attention_chunk_size)
         self.attn = WindowAttention(
             self.dim,
             self.num_heads,
@@ -246,26 +311,59 @@ class SwinV2Block(keras.layers.Layer):
         if s > 0:
             x = ops.roll(x, shift=(-s, -s), axis=(1, 2))
             mask = shifted_window_mask(padded_h, padded_w, w, s)
-        windows = self.attn(window_partition(x, w), attention_mask=mask, training=training)
+        windows = self._attend(window_partition(x, w), mask, padded_h * padded_w // (w * w), training)
         x = window_merge(windows, w, padded_h, padded_w)
         if s > 0:
             x = ops.roll(x, shift=(s, s), axis=(1, 2))
         return x[:, :height, :width, :]  # drop the padding (a no-op view when there is none)
 
-    def call(self, x, training=None):
-        if self.norm == "post":
-            x = x + self.drop_path_layer(
-                self.norm1(self._shifted_window_attention(x, training)), training=training
-            )
-            x = x + self.drop_path_layer(self.norm2(self.mlp(x, training=training)), training=training)
+    def _attend(self, windows, mask, num_windows, training):
+        """WindowAttention on `(batch * num_windows, N, C)`, in chunks if asked."""
+        if not self.chunk or self.chunk >= num_windows:
+            return self.attn(windows, attention_mask=mask, training=training)
+        n, steps = self.window * self.window, num_windows // self.chunk
+        # (batch, steps, chunk, N, C) -> (steps, batch * chunk, N, C): one step per map iteration
+        chunks = ops.reshape(windows, (-1, steps, self.chunk, n, self.dim))
+        chunks = ops.reshape(ops.transpose(chunks, (1, 0, 2, 3, 4)), (steps, -1, n, self.dim))
+        if mask is None:
+            out = ops.map(lambda c: self.attn(c, training=training), chunks)
         else:
-            x = x + self.drop_path_layer(
-                self._shifted_window_attention(self.norm1(x), training), training=training
+            masks = ops.reshape(ops.convert_to_tensor(mask), (steps, self.chunk, n, n))
+            out = ops.map(
+                lambda args: self.attn(args[0], attention_mask=args[1], training=training),
+                (chunks, masks),
             )
-            x = x + self.drop_path_layer(self.mlp(self.norm2(x), training=training), training=training)
+        out = ops.transpose(ops.reshape(out, (steps, -1, self.chunk, n, self.dim)), (1, 0, 2, 3, 4))
+        return ops.reshape(out, (-1, n, self.dim))
+
+    def _forward(self, x, scales, training):
+        """The block's data path, given the two stochastic-depth scales (or None)."""
+
+        def residual(branch, scale):
+            return branch if scale is None else branch * scale
+
+        if self.norm == "post":
+            x = x + residual(self.norm1(self._shifted_window_attention(x, training)), scales[0])
+            x = x + residual(self.norm2(self.mlp(x, training=training)), scales[1])
+        else:
+            x = x + residual(self._shifted_window_attention(self.norm1(x), training), scales[0])
+            x = x + residual(self.mlp(self.norm2(x), training=training), scales[1])
         if self.norm3 is not None:
             x = self.norm3(x)
         return x
+
+    def call(self, x, training=None):
+        # Random masks are drawn here, never inside a recomputed function.
+        scales = [self.drop_path_layer.sample(x, training) for _ in range(2)]
+        if not (self.gradient_checkpointing and training):
+            return self._forward(x, scales, training)
+        drawn = [s for s in scales if s is not None]
+
+        def forward(x, *drawn):
+            given = iter(drawn)
+            return self._forward(x, [None if s is None else next(given) for s in scales], training)
+
+        return remat(forward)(x, *drawn)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -288,5 +386,7 @@ class SwinV2Block(keras.layers.Layer):
             drop_path=self.drop_path,
             norm=self.norm,
             extra_norm=self.extra_norm,
+            gradient_checkpointing=self.gradient_checkpointing,
+            attention_chunk_size=self.attention_chunk_size,
         )
         return config

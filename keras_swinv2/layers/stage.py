@@ -27,7 +27,7 @@ class SwinV2Stage(keras.layers.Layer):
             is a multiple of it end with an extra LayerNorm (SwinV2-H/G).
         **block_kwargs: passed to every `SwinV2Block` (pretrained_window_size,
             mlp_ratio, qkv_bias, key_bias, attention, position_bias, drop,
-            attn_drop, norm).
+            attn_drop, norm, gradient_checkpointing, attention_chunk_size).
 
     Input shape: `(batch, height, width, dim // 2)` with `downsample`, else
         `(batch, height, width, dim)`.
@@ -49,7 +49,8 @@ class SwinV2Stage(keras.layers.Layer):
     ):
         block_keys = (
             "pretrained_window_size", "mlp_ratio", "qkv_bias", "key_bias", "attention",
-            "position_bias", "drop", "attn_drop", "norm",
+            "position_bias", "drop", "attn_drop", "norm", "gradient_checkpointing",
+            "attention_chunk_size",
         )
         block_kwargs = {k: kwargs.pop(k) for k in block_keys if k in kwargs}
         super().__init__(**kwargs)

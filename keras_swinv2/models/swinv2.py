@@ -98,6 +98,10 @@ class SwinV2Model(keras.Model):
         attn_drop_rate: float, dropout on attention probabilities.
         drop_path_rate: float, stochastic depth, rising linearly from 0 to
             this value over all blocks.
+        gradient_checkpointing: bool, recompute each block's activations in
+            the backward pass instead of storing them (see `SwinV2Block`).
+        attention_chunk_size: int, 0 or the most windows per image attended
+            at once (sequential attention, see `SwinV2Block`).
         include_top: bool, end with pooling and a Dense classifier.
         pooling: None, "avg" or "max", pooling when `include_top=False`
             (None: the final `(batch, h, w, channels)` feature map).
@@ -136,6 +140,8 @@ class SwinV2Model(keras.Model):
         drop_rate=0.0,
         attn_drop_rate=0.0,
         drop_path_rate=0.1,
+        gradient_checkpointing=False,
+        attention_chunk_size=0,
         include_top=True,
         pooling=None,
         classes=1000,
@@ -159,6 +165,10 @@ class SwinV2Model(keras.Model):
         if pooling not in POOLING_TYPES:
             raise ValueError(f"pooling must be one of {POOLING_TYPES}; got {pooling!r}.")
         dtype = kwargs.pop("dtype", None)
+        policy = keras.dtype_policies.get(dtype) if dtype is not None else keras.config.dtype_policy()
+        # Under a mixed policy, pooling and the classifier run in float32 (stable logits and
+        # softmax); a pure low-precision policy is taken at its word.
+        head_dtype = policy.variable_dtype if policy.compute_dtype != policy.variable_dtype else policy
 
         if input_tensor is not None:
             if not keras.backend.is_keras_tensor(input_tensor):
@@ -198,26 +208,31 @@ class SwinV2Model(keras.Model):
                 drop=drop_rate,
                 attn_drop=attn_drop_rate,
                 norm=norm,
+                gradient_checkpointing=gradient_checkpointing,
+                attention_chunk_size=attention_chunk_size,
                 dtype=dtype,
                 name=f"stage_{i}",
             )(x)
             pyramid[f"P{i + 2}"] = x
         x = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, dtype=dtype, name="norm")(x)
         if include_top:
-            x = keras.layers.GlobalAveragePooling2D(dtype=dtype, name="avg_pool")(x)
+            x = keras.layers.GlobalAveragePooling2D(dtype=head_dtype, name="avg_pool")(x)
             x = keras.layers.Dense(
                 classes,
                 activation=classifier_activation,
                 kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-                dtype=dtype,
+                dtype=head_dtype,
                 name="head",
             )(x)
         elif pooling == "avg":
-            x = keras.layers.GlobalAveragePooling2D(dtype=dtype, name="avg_pool")(x)
+            x = keras.layers.GlobalAveragePooling2D(dtype=head_dtype, name="avg_pool")(x)
         elif pooling == "max":
-            x = keras.layers.GlobalMaxPooling2D(dtype=dtype, name="max_pool")(x)
+            x = keras.layers.GlobalMaxPooling2D(dtype=head_dtype, name="max_pool")(x)
 
         super().__init__(inputs=inputs, outputs=x, name=name, **kwargs)
+        # Functional models drop `dtype`; the model's own policy is what `compile` reads to
+        # wrap the optimizer in a LossScaleOptimizer under mixed_float16.
+        self.dtype_policy = policy
         self.pyramid_outputs = pyramid
         self.embed_dim = embed_dim
         self.depths = depths
@@ -237,6 +252,8 @@ class SwinV2Model(keras.Model):
         self.drop_rate = drop_rate
         self.attn_drop_rate = attn_drop_rate
         self.drop_path_rate = drop_path_rate
+        self.gradient_checkpointing = gradient_checkpointing
+        self.attention_chunk_size = attention_chunk_size
         self.include_top = include_top
         self.pooling = pooling
         self.classes = classes
@@ -270,6 +287,8 @@ class SwinV2Model(keras.Model):
             "drop_rate": self.drop_rate,
             "attn_drop_rate": self.attn_drop_rate,
             "drop_path_rate": self.drop_path_rate,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "attention_chunk_size": self.attention_chunk_size,
             "include_top": self.include_top,
             "pooling": self.pooling,
             "classes": self.classes,
