@@ -1,6 +1,6 @@
 """keras-swinv2: the Swin Transformer V2 family for Keras 3 (TensorFlow, JAX, PyTorch)."""
 
-from keras_swinv2 import layers, simmim, training
+from keras_swinv2 import distribute, layers, simmim, training
 from keras_swinv2.data import decode_predictions, imagenet_classes, preprocess_input
 from keras_swinv2.models import (
     SwinV2,
@@ -27,6 +27,7 @@ __all__ = [
     "SwinV2Huge",
     "SwinV2Giant",
     "SwinV2SimMIM",
+    "distribute",
     "layers",
     "set_trainable",
     "simmim",

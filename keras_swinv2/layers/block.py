@@ -128,6 +128,21 @@ def largest_divisor(n, limit):
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
+def map_sequentially(function, elements):
+    """`keras.ops.map` with one iteration at a time on every backend.
+
+    TensorFlow's `map_fn` (behind `ops.map`) runs up to 10 iterations in
+    parallel, which would keep 10 chunks' buffers alive at once.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return ops.map(function, elements)
+    import tensorflow as tf
+
+    first = tf.nest.map_structure(lambda x: x[0], elements)
+    signature = tf.TensorSpec.from_tensor(function(first))
+    return tf.map_fn(function, elements, fn_output_signature=signature, parallel_iterations=1)
+
+
 def check_checkpointing(gradient_checkpointing, drop, attn_drop):
     """Refuses dropout inside recomputed blocks.
 
@@ -326,10 +341,10 @@ class SwinV2Block(keras.layers.Layer):
         chunks = ops.reshape(windows, (-1, steps, self.chunk, n, self.dim))
         chunks = ops.reshape(ops.transpose(chunks, (1, 0, 2, 3, 4)), (steps, -1, n, self.dim))
         if mask is None:
-            out = ops.map(lambda c: self.attn(c, training=training), chunks)
+            out = map_sequentially(lambda c: self.attn(c, training=training), chunks)
         else:
             masks = ops.reshape(ops.convert_to_tensor(mask), (steps, self.chunk, n, n))
-            out = ops.map(
+            out = map_sequentially(
                 lambda args: self.attn(args[0], attention_mask=args[1], training=training),
                 (chunks, masks),
             )
