@@ -19,12 +19,18 @@ venv: $(STAMP)
 demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/swinv2 demo
 
-# The whole suite, once per Keras backend.
+# The whole suite, once per Keras backend; then the tutorials, executed and checked by nbval
+# (cells marked `# NBVAL_CHECK_OUTPUT` must reproduce their stored output) on their backend.
+NOTEBOOKS ?= $(wildcard tutorials/*.ipynb)
 test: $(STAMP)
 	@status=0; for backend in $(BACKENDS); do \
 		echo "=== KERAS_BACKEND=$$backend ==="; \
 		KERAS_BACKEND=$$backend TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests || status=1; \
-	done; exit $$status
+	done; \
+	if [ -n "$(NOTEBOOKS)" ]; then \
+		echo "=== tutorials (nbval) ==="; \
+		KERAS_BACKEND=tensorflow TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax $(NOTEBOOKS) || status=1; \
+	fi; exit $$status
 
 # Speed against the PyTorch peers (see benchmarks/bench.py --help); BENCH_ARGS narrows it.
 BENCH_ARGS ?=
