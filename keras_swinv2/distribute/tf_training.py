@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras
-from keras_swinv2.training.checkpoint import _atomic_write
+from keras_swinv2.io_utils import atomic_write
 
 
 def _override(optimizer, **methods):
@@ -394,7 +394,7 @@ class DistributedTrainer:
         arrays = {f"model/{i}": np.asarray(v) for i, v in enumerate(self.model.weights)}
         arrays.update({f"optimizer/{i}": v for i, v in enumerate(self._optimizer_state())})
         if self.strategy.extended.should_checkpoint:
-            _atomic_write(path, lambda tmp: _savez(tmp, arrays))
+            atomic_write(path, lambda tmp: _savez(tmp, arrays))
 
     def load(self, path):
         """Restores `save`'s file, on any number of replicas, sharded or not.

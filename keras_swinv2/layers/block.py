@@ -146,7 +146,7 @@ def map_sequentially(function, elements):
 def check_checkpointing(gradient_checkpointing, drop, attn_drop):
     """Refuses dropout inside recomputed blocks.
 
-    `keras.remat` re-runs the block in the backward pass. On TensorFlow and
+    `remat` re-runs the block in the backward pass. On TensorFlow and
     PyTorch a Keras seed generator advances in between, so the recomputed
     dropout masks would differ from the forward pass (wrong gradients); on JAX
     the generator's state update inside `jax.checkpoint` leaks a tracer.
@@ -196,8 +196,9 @@ class SwinV2Block(keras.layers.Layer):
             main-branch norm SwinV2-H/G use every 6 blocks).
         gradient_checkpointing: bool, in training keep only the block's input
             for the backward pass and recompute its activations there
-            (`keras_swinv2.layers.remat.remat`). The stochastic-depth masks are drawn outside the
-            recomputed function, so gradients equal the plain block's. Dropout
+            (`keras_swinv2.layers.remat.remat`). The stochastic-depth masks
+            are drawn outside the recomputed function, so gradients equal the
+            plain block's. Dropout
             inside the block (`drop`, `attn_drop`) cannot be recomputed
             identically and is refused (see `check_checkpointing`).
         attention_chunk_size: int, 0 to attend all windows at once; otherwise

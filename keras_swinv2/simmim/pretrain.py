@@ -8,7 +8,8 @@ import keras
 from keras_swinv2.data import pipeline
 from keras_swinv2.models.variants import VARIANTS, SwinV2
 from keras_swinv2.simmim.model import SwinV2SimMIM
-from keras_swinv2.training.checkpoint import ResumableTraining, _atomic_write, save_run_config
+from keras_swinv2.io_utils import atomic_write
+from keras_swinv2.training.checkpoint import ResumableTraining, save_run_config
 from keras_swinv2.training.optimizer import swinv2_adamw
 
 
@@ -123,5 +124,5 @@ def pretrain(config, output, verbose=1):
             shuffle=False,  # the stream is shuffled per epoch, reproducibly
             verbose=verbose,
         )
-    _atomic_write(os.path.join(output, "encoder.keras"), model.encoder.save)
+    atomic_write(os.path.join(output, "encoder.keras"), model.encoder.save)
     return model, state.history

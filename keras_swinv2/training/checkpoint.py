@@ -6,30 +6,14 @@ import dataclasses
 import io
 import json
 import os
-import tempfile
 
 import numpy as np
 
 import keras
 
+from keras_swinv2.io_utils import atomic_write
+
 STATE_FILE = "state.json"
-
-
-def _atomic_write(path, write):
-    """Calls `write(tmp_path)` on a temporary file beside `path`, then renames it over `path`."""
-    directory, name = os.path.split(os.path.abspath(path))
-    suffix = "." + name.split(".", 1)[1] if "." in name else ""
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".partial{suffix}", dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _write_text(path, text):
@@ -37,7 +21,7 @@ def _write_text(path, text):
         with open(tmp, "w") as f:
             f.write(text)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def save_run_config(output, config):
@@ -157,9 +141,9 @@ class ResumableTraining(keras.callbacks.Callback):
         ):
             self.best = value
             with self._ema_weights():
-                _atomic_write(self.best_path, self.model.save)
+                atomic_write(self.best_path, self.model.save)
         name = f"state-{epoch + 1}.weights.h5"
-        _atomic_write(os.path.join(self.directory, name), self.model.save_weights)
+        atomic_write(os.path.join(self.directory, name), self.model.save_weights)
         state = {
             "epoch": epoch + 1,
             "weights": name,
@@ -228,5 +212,5 @@ def plot_history(history, path):
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
     plt.close(fig)

@@ -15,10 +15,10 @@ written. A later load never trusts a half-written file.
 import hashlib
 import json
 import os
-import tempfile
 
 import numpy as np
 
+from keras_swinv2.io_utils import atomic_write
 from keras_swinv2.weights.io import read_state_dict
 from keras_swinv2.weights.layouts import to_canonical
 from keras_swinv2.weights.registry import TIMM_BASE_URL
@@ -55,20 +55,6 @@ def download_name(checkpoint, source):
     if source == "timm":
         return checkpoint.timm_id.split("/")[-1] + ".safetensors"
     return checkpoint.official_file
-
-
-def _atomic_write(path, write):
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def download(url, path, sha256=None):
@@ -148,9 +134,9 @@ def fetch_checkpoint(checkpoint, source=None, cache_dir=None, base_url=None):
             continue
 
         digest = sha256_file(path)
-        _atomic_write(converted, lambda tmp: save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp))
+        atomic_write(converted, lambda tmp: save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp))
         record = {"checkpoint": checkpoint.name, "source": src, "url": url, "sha256": digest}
-        _atomic_write(converted[: -len(".safetensors")] + ".json", lambda tmp: _write_json(record, tmp))
+        atomic_write(converted[: -len(".safetensors")] + ".json", lambda tmp: _write_json(record, tmp))
         os.remove(path)
         return state
 
