@@ -469,7 +469,9 @@ def test_convert_to_keras_file(convert, v2, tmp_path, capsys):
     src = save_checkpoint(hf_to_pytorch_layout(v2.hf, "official"), tmp_path / "ckpt.pth")
     dst = tmp_path / "out" / "model.keras"
     assert convert.main([str(src), str(dst), "--window-size", "4", "--input-size", "64"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "warning" not in captured.err  # the geometry came from the flags
     assert "official" in printed and "(2, 2, 2, 2)" in printed and "(1, 2, 4, 8)" in printed
     assert "parameters" in printed
     assert [p.name for p in dst.parent.iterdir()] == ["model.keras"]  # no temp file left behind
@@ -512,10 +514,22 @@ def test_convert_reads_geometry_from_official_buffers(convert, tmp_path, capsys)
     dst = tmp_path / "model.keras"
     convert.main([str(save_checkpoint(state, tmp_path / "ckpt.safetensors")), str(dst),
                   "--classifier-activation", "none"])
-    assert "derived buffers" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "derived buffers" in captured.out and "warning" not in captured.err
     model = keras.saving.load_model(str(dst))
     assert (model.window_size, model.pretrained_window_sizes, model.image_shape) == (WINDOW, pretrained, (SIZE, SIZE, 3))
     assert_matches(model, ref)
+
+
+def test_convert_warns_when_the_geometry_is_a_default(convert, v2, tmp_path, capsys):
+    """HF files record neither window nor image size: the converter says it guessed both."""
+    src = save_checkpoint(v2.hf, tmp_path / "model.safetensors")
+    assert convert.main([str(src), str(tmp_path / "model.keras")]) == 0
+    err = capsys.readouterr().err
+    assert "window_size or input_size" in err and "--window-size / --input-size" in err
+    assert convert.main([str(src), str(tmp_path / "model.keras"), "--window-size", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "does not record input_size; used the default 256" in err and "--window-size" not in err
 
 
 def test_convert_geometry_trusts_buffer_shapes_not_random_contents(convert, v2):
