@@ -13,4 +13,10 @@ from keras_swinv2.layers.position_bias import (
     resize_relative_position_table,
 )
 from keras_swinv2.layers.stage import SwinV2Stage
-from keras_swinv2.layers.windows import shifted_window_mask, window_merge, window_partition
+from keras_swinv2.layers.windows import (
+    region_mask,
+    shifted_window_mask,
+    shifted_window_regions,
+    window_merge,
+    window_partition,
+)

@@ -51,6 +51,8 @@ class WindowAttention(keras.layers.Layer):
         windows: tensor `(batch * num_windows, N, C)`.
         attention_mask: optional float tensor `(num_windows, N, N)` added to the logits
             (the shifted-window mask).
+        bias: optional `(num_heads, N, N)`, the output of `bias_layer.bias()`; pass it to
+            share one computation between calls on chunks of the same windows.
 
     Output shape: `(batch * num_windows, N, C)`.
     """
@@ -128,7 +130,7 @@ class WindowAttention(keras.layers.Layer):
                 initializer=keras.initializers.Constant(math.log(10.0)),
             )
 
-    def call(self, windows, attention_mask=None, training=None):
+    def call(self, windows, attention_mask=None, bias=None, training=None):
         n = self.window_size[0] * self.window_size[1]
         head_dim = self.dim // self.num_heads
         qkv = self.qkv(windows)
@@ -146,7 +148,9 @@ class WindowAttention(keras.layers.Layer):
         else:
             logits = ops.matmul(q * (head_dim**-0.5), ops.transpose(k, (0, 1, 3, 2)))
             logits = ops.cast(logits, "float32")
-        logits = logits + ops.cast(self.bias_layer.bias(), "float32")
+        if bias is None:
+            bias = self.bias_layer.bias()
+        logits = logits + ops.cast(bias, "float32")
         if attention_mask is not None:
             num_windows = ops.shape(attention_mask)[0]
             logits = ops.reshape(logits, (-1, num_windows, self.num_heads, n, n))

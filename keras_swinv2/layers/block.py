@@ -9,7 +9,8 @@ from keras_swinv2.layers.patch_embedding import LAYER_NORM_EPSILON
 from keras_swinv2.layers.remat import remat
 from keras_swinv2.layers.windows import (
     pad_to_multiple,
-    shifted_window_mask,
+    region_mask,
+    shifted_window_regions,
     window_merge,
     window_partition,
 )
@@ -323,31 +324,39 @@ class SwinV2Block(keras.layers.Layer):
         w, s = self.window, self.shift
         _, height, width, _ = ops.shape(x)
         x, padded_h, padded_w = pad_to_multiple(x, w)
-        mask = None
+        regions = None
         if s > 0:
             x = ops.roll(x, shift=(-s, -s), axis=(1, 2))
-            mask = shifted_window_mask(padded_h, padded_w, w, s)
-        windows = self._attend(window_partition(x, w), mask, padded_h * padded_w // (w * w), training)
+            regions = shifted_window_regions(padded_h, padded_w, w, s)
+        windows = self._attend(window_partition(x, w), regions, padded_h * padded_w // (w * w), training)
         x = window_merge(windows, w, padded_h, padded_w)
         if s > 0:
             x = ops.roll(x, shift=(s, s), axis=(1, 2))
         return x[:, :height, :width, :]  # drop the padding (a no-op view when there is none)
 
-    def _attend(self, windows, mask, num_windows, training):
-        """WindowAttention on `(batch * num_windows, N, C)`, in chunks if asked."""
+    def _attend(self, windows, regions, num_windows, training):
+        """WindowAttention on `(batch * num_windows, N, C)`, in chunks if asked.
+
+        `regions` (`(num_windows, N)` shifted-region ids, or None) is expanded
+        into the attention mask; in chunks, one chunk's mask at a time. The
+        position bias is computed once and shared by all chunks.
+        """
         if not self.chunk or self.chunk >= num_windows:
+            mask = None if regions is None else region_mask(regions)
             return self.attn(windows, attention_mask=mask, training=training)
         n, steps = self.window * self.window, num_windows // self.chunk
+        bias = self.attn.bias_layer.bias()
         # (batch, steps, chunk, N, C) -> (steps, batch * chunk, N, C): one step per map iteration
         chunks = ops.reshape(windows, (-1, steps, self.chunk, n, self.dim))
         chunks = ops.reshape(ops.transpose(chunks, (1, 0, 2, 3, 4)), (steps, -1, n, self.dim))
-        if mask is None:
-            out = map_sequentially(lambda c: self.attn(c, training=training), chunks)
+        if regions is None:
+            out = map_sequentially(lambda c: self.attn(c, bias=bias, training=training), chunks)
         else:
-            masks = ops.reshape(ops.convert_to_tensor(mask), (steps, self.chunk, n, n))
             out = map_sequentially(
-                lambda args: self.attn(args[0], attention_mask=args[1], training=training),
-                (chunks, masks),
+                lambda args: self.attn(
+                    args[0], attention_mask=region_mask(args[1]), bias=bias, training=training
+                ),
+                (chunks, ops.reshape(regions, (steps, self.chunk, n))),
             )
         out = ops.transpose(ops.reshape(out, (steps, -1, self.chunk, n, self.dim)), (1, 0, 2, 3, 4))
         return ops.reshape(out, (-1, n, self.dim))

@@ -76,13 +76,12 @@ def window_merge(windows, window_size, height, width):
     return ops.reshape(x, (-1, height, width, channels))
 
 
-def shifted_window_mask(height, width, window_size, shift_size):
-    """Attention mask for shifted windows.
+def shifted_window_regions(height, width, window_size, shift_size):
+    """Region id of every token of every window after a cyclic shift.
 
-    After a cyclic shift by `shift_size`, a window at the bottom/right border
-    holds tokens from up to four regions that are not neighbours in the image.
-    Tokens attend only within their own region: the mask is 0 for pairs in the
-    same region and `MASK_VALUE` (-100) otherwise.
+    After a shift by `shift_size`, a window at the bottom/right border holds
+    tokens from up to four regions that are not neighbours in the image. This
+    is the compact form of the attention mask: `region_mask` expands it.
 
     Args:
         height, width: size of the (padded) feature map; ints or scalar tensors.
@@ -91,7 +90,7 @@ def shifted_window_mask(height, width, window_size, shift_size):
             partitioning.
 
     Returns:
-        Float32 tensor `(num_windows, wh * ww, wh * ww)`.
+        Float32 tensor `(num_windows, wh * ww)` of region ids in {0, ..., 8}.
     """
     wh, ww = to_pair(window_size)
     sh, sw = to_pair(shift_size)
@@ -103,6 +102,36 @@ def shifted_window_mask(height, width, window_size, shift_size):
 
     region = regions(height, wh, sh)[:, None] * 3 + regions(width, ww, sw)[None, :]
     region = ops.cast(region[None, :, :, None], "float32")
-    region = ops.squeeze(window_partition(region, (wh, ww)), axis=-1)
-    same = ops.equal(region[:, :, None], region[:, None, :])
+    return ops.squeeze(window_partition(region, (wh, ww)), axis=-1)
+
+
+def region_mask(regions):
+    """Attention mask from region ids: 0 within a region, `MASK_VALUE` across.
+
+    Args:
+        regions: tensor `(num_windows, N)`, e.g. from `shifted_window_regions`.
+
+    Returns:
+        Float32 tensor `(num_windows, N, N)`.
+    """
+    same = ops.equal(regions[:, :, None], regions[:, None, :])
     return ops.where(same, 0.0, MASK_VALUE)
+
+
+def shifted_window_mask(height, width, window_size, shift_size):
+    """Attention mask for shifted windows.
+
+    Tokens attend only within their own region (see `shifted_window_regions`):
+    the mask is 0 for pairs in the same region and `MASK_VALUE` (-100)
+    otherwise.
+
+    Args:
+        height, width: size of the (padded) feature map; ints or scalar tensors.
+        window_size: int or `(wh, ww)`.
+        shift_size: int or `(sh, sw)`, the cyclic shift applied before
+            partitioning.
+
+    Returns:
+        Float32 tensor `(num_windows, wh * ww, wh * ww)`.
+    """
+    return region_mask(shifted_window_regions(height, width, window_size, shift_size))

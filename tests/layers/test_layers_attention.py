@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import keras
+from keras import ops
 
 from keras_swinv2.layers import WindowAttention, l2_normalize
 
@@ -193,3 +194,15 @@ def test_l2_normalize_is_safe_on_zero_vectors():
     out = to_numpy(l2_normalize(x))
     np.testing.assert_allclose(out, [[0, 0, 0], [0.6, 0, 0.8]], rtol=0, atol=1e-7)
     assert np.isfinite(out).all()
+
+
+def test_precomputed_bias_is_used_as_given():
+    """`bias=` replaces the layer's own position bias (shared by chunks of one block)."""
+    layer = WindowAttention(8, 2, 4)
+    x = np.random.default_rng(0).standard_normal((3, 16, 8)).astype("float32")
+    own = to_numpy(layer(x))
+    bias = layer.bias_layer.bias()
+    np.testing.assert_allclose(to_numpy(layer(x, bias=bias)), own, rtol=0, atol=1e-6)
+    shifted = to_numpy(layer(x, bias=ops.convert_to_tensor(to_numpy(bias) + 5.0)))
+    np.testing.assert_allclose(shifted, own, rtol=0, atol=1e-5)  # softmax ignores a constant shift
+    assert np.abs(to_numpy(layer(x, bias=ops.zeros_like(bias))) - own).max() > 1e-4

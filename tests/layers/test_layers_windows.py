@@ -5,7 +5,13 @@ import pytest
 
 import keras
 
-from keras_swinv2.layers import shifted_window_mask, window_merge, window_partition
+from keras_swinv2.layers import (
+    region_mask,
+    shifted_window_mask,
+    shifted_window_regions,
+    window_merge,
+    window_partition,
+)
 
 from swin_layer_helpers import brute_force_partition, official_shift_mask, to_numpy
 
@@ -65,6 +71,16 @@ def test_shift_mask_matches_official_construction(height, width, window, shift):
         assert (mask == -100.0).any() and (mask == 0.0).any()
     else:
         assert (mask == 0.0).all()
+
+
+def test_region_ids_are_the_compact_mask_and_expand_per_chunk():
+    """Sequential attention builds each chunk's mask from its windows' region ids."""
+    regions = to_numpy(shifted_window_regions(12, 8, 4, 2))
+    assert regions.shape == (6, 16)
+    assert all(len(np.unique(r)) in (1, 2, 4) for r in regions)  # corner window: all four regions
+    full = official_shift_mask(12, 8, 4, 2)
+    for start in range(0, 6, 2):  # chunks of 2 windows
+        np.testing.assert_array_equal(to_numpy(region_mask(regions[start:start + 2])), full[start:start + 2])
 
 
 @pytest.mark.skipif(
