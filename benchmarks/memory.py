@@ -161,7 +161,8 @@ def _run(args, backend, option):
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
-    return dict(backend=backend, option=option, error=(proc.stderr or proc.stdout)[-600:])
+    output = (proc.stderr or proc.stdout).strip()[-600:]
+    return dict(backend=backend, option=option, error=output or f"worker exited with status {proc.returncode}")
 
 
 def _gib(value):

@@ -68,12 +68,12 @@ class FinetuneConfig:
 
 def build_model(config, num_classes):
     """The classifier a `FinetuneConfig` describes, with its weights loaded."""
-    size = (config.image_size,) * 2 + (3,) if config.image_size else None
     overrides = dict(config.architecture or {})
     if config.window_size:
         overrides["window_size"] = config.window_size
     if config.model.endswith(".keras"):
-        return _from_keras_file(config.model, num_classes, size, overrides, config.drop_path_rate)
+        return _from_keras_file(config.model, num_classes, config.image_size, overrides, config.drop_path_rate)
+    size = (config.image_size,) * 2 + (3,) if config.image_size else None
     if config.model not in VARIANTS:
         raise ValueError(f"model must be one of {sorted(VARIANTS)} or a .keras file; got {config.model!r}.")
     return SwinV2(
@@ -86,7 +86,7 @@ def build_model(config, num_classes):
     )
 
 
-def _from_keras_file(path, num_classes, size, overrides, drop_path_rate):
+def _from_keras_file(path, num_classes, image_size, overrides, drop_path_rate):
     """A classifier initialised from a saved SwinV2 (classifier or backbone, e.g. a SimMIM encoder)."""
     from keras_swinv2.simmim import copy_encoder_weights
 
@@ -96,8 +96,8 @@ def _from_keras_file(path, num_classes, size, overrides, drop_path_rate):
     arch = {k: v for k, v in source.get_config().items() if k not in ("name", "trainable", "dtype")}
     arch.update(include_top=True, pooling=None, classes=num_classes, drop_path_rate=drop_path_rate,
                 classifier_activation="softmax")
-    if size is not None:
-        arch["input_shape"] = size
+    if image_size:
+        arch["input_shape"] = (image_size, image_size, source.in_channels)
     arch.update(overrides)
     if arch["window_size"] != source.window_size and not any(source.pretrained_window_sizes):
         # the source's CPB was trained at its own (possibly shrunk) per-stage windows
