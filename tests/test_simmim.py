@@ -403,3 +403,27 @@ def test_save_and_load_round_trip(trained):
     # the loaded encoder alone is a normal backbone with the trained weights
     for a, b in zip(model.encoder.weights, loaded.encoder.weights):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+
+
+def test_copy_weights_to_a_larger_window_resizes_v1_tables_and_keeps_the_head():
+    """A trained V1-style classifier moved to a larger window: tables resized bicubically,
+    head copied on request; the CPB variant transfers unchanged."""
+    from keras_swinv2.layers import resize_relative_position_table
+
+    arch = dict(embed_dim=8, depths=(1, 1), num_heads=(2, 4), classes=3, attention="dot", norm="pre",
+                position_bias="table", drop_path_rate=0.0)
+    small = SwinV2Model(**arch, window_size=4, input_shape=(32, 32, 3))
+    for v in small.weights:
+        v.assign(np.random.default_rng(0).standard_normal(v.shape).astype("float32"))
+    big = SwinV2Model(**arch, window_size=8, input_shape=(64, 64, 3))
+    assert "head" in copy_encoder_weights(small, big, head=True)
+    table = "stage_0/blocks_0/attn/relative_position_bias/relative_position_bias_table"
+    src, dst = ({v.path: v for v in m.weights}[table] for m in (small, big))
+    assert tuple(src.shape) == (49, 2) and tuple(dst.shape) == (225, 2)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(dst),
+                               resize_relative_position_table(keras.ops.convert_to_numpy(src), 4, 8), atol=1e-6)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(big.get_layer("head").kernel),
+                                  keras.ops.convert_to_numpy(small.get_layer("head").kernel))
+    with pytest.raises(ValueError, match="same number of classes"):
+        copy_encoder_weights(small, SwinV2Model(**{**arch, "classes": 5}, window_size=8, input_shape=(64, 64, 3)),
+                             head=True)

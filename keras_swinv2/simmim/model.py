@@ -18,11 +18,14 @@ encoder in place: afterwards `model.encoder` is an ordinary `SwinV2Model`
 backbone to save or to move into a classifier with `copy_encoder_weights`.
 """
 
+import math
+
 import numpy as np
 
 import keras
 from keras import ops
 
+from keras_swinv2.layers.position_bias import resize_relative_position_table
 from keras_swinv2.models.swinv2 import SwinV2Model
 from keras_swinv2.simmim.masking import MaskGenerator
 
@@ -328,20 +331,24 @@ def _encoder_layer_names(model):
     return ["patch_embed"] + [f"stage_{i}" for i in range(len(model.depths))] + ["norm"]
 
 
-def copy_encoder_weights(encoder, model):
+def copy_encoder_weights(encoder, model, head=False):
     """Copies a pre-trained encoder's weights into another `SwinV2Model`.
 
     Layer by layer (`patch_embed`, `stage_0`, ..., `norm`), by name and in
     order; everything is checked before anything is assigned. The target's
-    head (and pooling) is left as it is, so a classifier built with
-    `include_top=True` gets the pre-trained backbone and keeps its fresh head.
-    The windows may differ (the continuous position bias MLP transfers); the
-    architecture (embed dim, depths, heads, switches) may not.
+    head (and pooling) is left as it is unless `head=True`, so a classifier
+    built with `include_top=True` gets the pre-trained backbone and keeps its
+    fresh head. The windows may differ: the continuous position bias MLP
+    transfers as it is, V1 position tables are resized bicubically
+    (`resize_relative_position_table`). The architecture (embed dim, depths,
+    heads, switches) may not differ.
 
     Args:
         encoder: the source, a `SwinV2Model` (or a `SwinV2SimMIM`, whose
             `encoder` is used).
         model: the target `SwinV2Model`.
+        head: bool, also copy the classifier head (both models need one, with
+            the same number of classes).
 
     Returns:
         The names of the layers copied.
@@ -376,6 +383,14 @@ def copy_encoder_weights(encoder, model):
         return "no further weight" if variable is None else f"{variable.path} {tuple(variable.shape)}"
 
     names = _encoder_layer_names(encoder)
+    if head:
+        if not (encoder.include_top and model.include_top and encoder.classes == model.classes):
+            raise ValueError(
+                "copy_encoder_weights(head=True) needs two classifiers with the same number of classes; "
+                f"got '{encoder.name}' ({encoder.classes if encoder.include_top else 'no'} classes) and "
+                f"'{model.name}' ({model.classes if model.include_top else 'no'} classes)."
+            )
+        names = names + ["head"]
     pairs = []
     for name in names:
         source, target = encoder.get_layer(name).weights, model.get_layer(name).weights
@@ -386,7 +401,7 @@ def copy_encoder_weights(encoder, model):
                 expected is not None
                 and got is not None
                 and expected.path == got.path
-                and tuple(expected.shape) == tuple(got.shape)
+                and (tuple(expected.shape) == tuple(got.shape) or _table_window(expected, got))
             )
             if not same:
                 raise ValueError(
@@ -396,5 +411,18 @@ def copy_encoder_weights(encoder, model):
                 )
             pairs.append((expected, got))
     for source, target in pairs:
-        target.assign(np.asarray(keras.ops.convert_to_numpy(source)).astype(target.dtype))
+        value = np.asarray(keras.ops.convert_to_numpy(source))
+        if tuple(source.shape) != tuple(target.shape):  # a V1 table for another window
+            value = resize_relative_position_table(value, *_table_window(source, target))
+        target.assign(value.astype(target.dtype))
     return names
+
+
+def _table_window(source, target):
+    """`(source window, target window)` of two V1 position tables, else None."""
+    if not source.path.endswith("relative_position_bias_table") or source.shape[1:] != target.shape[1:]:
+        return None
+    sides = [(math.isqrt(v.shape[0]) + 1) // 2 for v in (source, target)]
+    if any((2 * side - 1) ** 2 != v.shape[0] for side, v in zip(sides, (source, target))):
+        return None
+    return tuple(sides)

@@ -19,11 +19,13 @@ class FinetuneConfig:
     Attributes:
         data: "digits", "tfds:NAME", "tfds:folder:PATH" or an image folder.
         model: a variant ("tiny" ... "giant") or a `.keras` file (a SwinV2
-            classifier, or a backbone such as a SimMIM-pretrained encoder).
+            classifier, or a backbone such as a SimMIM-pretrained encoder); a
+            classifier for the same number of classes keeps its head.
         weights: None, a weights name ("imagenet1k", ...) or a checkpoint file.
         image_size: int, input side (default: the checkpoint's or variant's).
         window_size: int (default: the checkpoint's or variant's); a larger
-            window than the checkpoint's transfers through the Log-CPB.
+            window than the checkpoint's transfers through the Log-CPB (V1
+            tables are resized bicubically).
         architecture: dict of `SwinV2Model` overrides (e.g. `embed_dim`,
             `depths`, `num_heads`) for a custom-size model.
         epochs, batch_size: int.
@@ -106,7 +108,8 @@ def _from_keras_file(path, num_classes, image_size, overrides, drop_path_rate):
             min(source.window_size, side // 2**i) for i in range(len(source.depths))
         )
     model = SwinV2Model(**arch)
-    copy_encoder_weights(source, model)
+    # a trained classifier for the same classes keeps its head (e.g. moved to a larger window)
+    copy_encoder_weights(source, model, head=source.include_top and source.classes == num_classes)
     return model
 
 
