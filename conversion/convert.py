@@ -230,14 +230,14 @@ def main(argv=None):
         print(f"  {'head':24s}none" + (" (dropped: --no-top)" if has_head else " (checkpoint has none)"))
     print(f"parameters:   {model.count_params():,}")
 
-    guessed = [key for key in ("window_size", "input_size") if source[key] == "default"]
+    used = {"window_size": window, "input_size": size[0]}
+    guessed = [key for key in used if source[key] == "default"]
     if guessed:
-        flags = " / ".join("--" + key.replace("_", "-") for key in guessed)
         print(
             f"warning: the checkpoint does not record {' or '.join(guessed)}; used the default "
-            f"{' / '.join(str(v) for k, v in (('window_size', window), ('input_size', size[0])) if k in guessed)}. "
-            f"The weights fit any window, so a wrong guess converts silently into a different model: "
-            f"pass {flags} from the model card.",
+            f"{' / '.join(str(used[key]) for key in guessed)}. The weights fit any window, so a wrong "
+            f"guess converts silently into a different model: pass "
+            f"{' / '.join('--' + key.replace('_', '-') for key in guessed)} from the model card.",
             file=sys.stderr,
         )
     _save_atomic(model, args.dst)

@@ -121,15 +121,9 @@ def region_mask(regions):
 def shifted_window_mask(height, width, window_size, shift_size):
     """Attention mask for shifted windows.
 
-    Tokens attend only within their own region (see `shifted_window_regions`):
-    the mask is 0 for pairs in the same region and `MASK_VALUE` (-100)
-    otherwise.
-
-    Args:
-        height, width: size of the (padded) feature map; ints or scalar tensors.
-        window_size: int or `(wh, ww)`.
-        shift_size: int or `(sh, sw)`, the cyclic shift applied before
-            partitioning.
+    Tokens attend only within their own region: the mask is 0 for pairs in
+    the same region and `MASK_VALUE` (-100) otherwise. Arguments as for
+    `shifted_window_regions`.
 
     Returns:
         Float32 tensor `(num_windows, wh * ww, wh * ww)`.

@@ -397,11 +397,14 @@ def copy_encoder_weights(encoder, model, head=False):
         for i in range(max(len(source), len(target))):
             expected = source[i] if i < len(source) else None
             got = target[i] if i < len(target) else None
+            windows = None  # (source, target) window of a V1 table to resize
+            if expected is not None and got is not None and tuple(expected.shape) != tuple(got.shape):
+                windows = _table_window(expected, got)
             same = (
                 expected is not None
                 and got is not None
                 and expected.path == got.path
-                and (tuple(expected.shape) == tuple(got.shape) or _table_window(expected, got))
+                and (tuple(expected.shape) == tuple(got.shape) or windows is not None)
             )
             if not same:
                 raise ValueError(
@@ -409,11 +412,11 @@ def copy_encoder_weights(encoder, model, head=False):
                     f"layer {name}, weight {i}: expected {describe(expected)} (from '{encoder.name}'), "
                     f"got {describe(got)}."
                 )
-            pairs.append((expected, got))
-    for source, target in pairs:
+            pairs.append((expected, got, windows))
+    for source, target, windows in pairs:
         value = np.asarray(keras.ops.convert_to_numpy(source))
-        if tuple(source.shape) != tuple(target.shape):  # a V1 table for another window
-            value = resize_relative_position_table(value, *_table_window(source, target))
+        if windows is not None:
+            value = resize_relative_position_table(value, *windows)
         target.assign(value.astype(target.dtype))
     return names
 
