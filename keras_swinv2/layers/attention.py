@@ -137,8 +137,12 @@ class WindowAttention(keras.layers.Layer):
         if self.qkv_bias:
             k_bias = self.k_bias if self.key_bias else ops.zeros((self.dim,), self.q_bias.dtype)
             qkv = qkv + ops.cast(ops.concatenate([self.q_bias, k_bias, self.v_bias]), qkv.dtype)
-        qkv = ops.transpose(ops.reshape(qkv, (-1, n, 3, self.num_heads, head_dim)), (2, 0, 3, 1, 4))
-        q, k, v = qkv[0], qkv[1], qkv[2]  # (B_, heads, N, head_dim)
+        # split, not reshape-to-(3, ...) and index: the gradient of a split is one concatenate,
+        # that of indexing three zero-padded copies summed (12% of a TF XLA training step).
+        q, k, v = (
+            ops.transpose(ops.reshape(t, (-1, n, self.num_heads, head_dim)), (0, 2, 1, 3))
+            for t in ops.split(qkv, 3, axis=-1)
+        )  # (B_, heads, N, head_dim)
 
         if self.attention == "cosine":
             q = l2_normalize(ops.cast(q, "float32"))
