@@ -1,6 +1,6 @@
 """Speed of SwinV2 inference and training: this package on each backend vs the PyTorch peers.
 
-    python benchmarks/bench.py                       # the default table (see --help)
+    python benchmarks/bench.py                       # both models, all implementations (~50 min on 2 cores)
     python benchmarks/bench.py --models tiny-256-w8 --impls keras-jax hf-torch --modes inference
 
 Each measurement runs in its own process (Keras reads the backend once per process):
@@ -184,7 +184,7 @@ def main(argv=None):
         w.add_argument("--worker", action="store_true")
         return worker(w.parse_args(argv))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["tiny-256-w8"], choices=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=list(IMPLS))
     parser.add_argument("--modes", nargs="+", default=["inference", "train"], choices=["inference", "train"])
     parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
