@@ -10,6 +10,7 @@ from keras_swinv2.layers.position_bias import (
     RelativePositionBiasTable,
     relative_coords_table,
     relative_position_index,
+    relative_position_table_window,
     resize_relative_position_table,
 )
 from keras_swinv2.layers.stage import SwinV2Stage

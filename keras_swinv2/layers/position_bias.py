@@ -5,6 +5,8 @@ that is added to the attention logits. They take no input: the bias depends
 only on the window geometry (and on the layer's weights), so call `bias()`.
 """
 
+import math
+
 import numpy as np
 
 import keras
@@ -173,6 +175,12 @@ def _cubic_weights(in_size, out_size, a=-0.75):
                 w = 0.0
             matrix[i, min(max(base + k, 0), in_size - 1)] += w
     return matrix
+
+
+def relative_position_table_window(rows):
+    """The square window a V1 table of `rows` rows is for, `(2w-1)**2 == rows`; else None."""
+    side = (math.isqrt(rows) + 1) // 2
+    return side if (2 * side - 1) ** 2 == rows else None
 
 
 def resize_relative_position_table(table, source_window, target_window):

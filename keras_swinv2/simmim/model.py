@@ -18,14 +18,15 @@ encoder in place: afterwards `model.encoder` is an ordinary `SwinV2Model`
 backbone to save or to move into a classifier with `copy_encoder_weights`.
 """
 
-import math
-
 import numpy as np
 
 import keras
 from keras import ops
 
-from keras_swinv2.layers.position_bias import resize_relative_position_table
+from keras_swinv2.layers.position_bias import (
+    relative_position_table_window,
+    resize_relative_position_table,
+)
 from keras_swinv2.models.swinv2 import SwinV2Model
 from keras_swinv2.simmim.masking import MaskGenerator
 
@@ -425,7 +426,5 @@ def _table_window(source, target):
     """`(source window, target window)` of two V1 position tables, else None."""
     if not source.path.endswith("relative_position_bias_table") or source.shape[1:] != target.shape[1:]:
         return None
-    sides = [(math.isqrt(v.shape[0]) + 1) // 2 for v in (source, target)]
-    if any((2 * side - 1) ** 2 != v.shape[0] for side, v in zip(sides, (source, target))):
-        return None
-    return tuple(sides)
+    sides = tuple(relative_position_table_window(v.shape[0]) for v in (source, target))
+    return None if None in sides else sides

@@ -29,6 +29,8 @@ import re
 
 import numpy as np
 
+from keras_swinv2.layers.position_bias import relative_position_table_window
+
 LAYOUTS = ("official", "timm", "hf")
 DERIVED_BUFFERS = ("relative_coords_table", "relative_position_index", "attn_mask")
 _BLOCK_ATTN = re.compile(r"^(layers\.\d+\.blocks\.\d+\.attn\.)")
@@ -247,5 +249,5 @@ def infer_config(state, layout=None):
     if config["include_top"]:
         config["classes"] = int(c["head.fc.weight"].shape[0])
     if table is not None:
-        config["window_size"] = (int(round(np.sqrt(table.shape[0]))) + 1) // 2
+        config["window_size"] = relative_position_table_window(table.shape[0])
     return config

@@ -5,7 +5,10 @@ import warnings
 
 import numpy as np
 
-from keras_swinv2.layers.position_bias import resize_relative_position_table
+from keras_swinv2.layers.position_bias import (
+    relative_position_table_window,
+    resize_relative_position_table,
+)
 from keras_swinv2.weights.io import read_state_dict
 from keras_swinv2.weights.layouts import to_canonical
 
@@ -79,8 +82,10 @@ def _to_keras(array, kind, target_shape):
     if kind == TABLE and array.ndim == 2 and array.shape != tuple(target_shape):
         if array.shape[1] != target_shape[1]:
             return array  # wrong head count: reported as a shape mismatch
-        source = (int(round(np.sqrt(array.shape[0]))) + 1) // 2
-        target = (int(round(np.sqrt(target_shape[0]))) + 1) // 2
+        source = relative_position_table_window(array.shape[0])
+        target = relative_position_table_window(target_shape[0])
+        if source is None or target is None:
+            return array  # not a square window's table: reported as a shape mismatch
         return resize_relative_position_table(array, source, target)
     return array
 
