@@ -35,6 +35,9 @@ class DropPath(keras.layers.Layer):
         self.rate = rate
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed) if rate > 0 else None
+        # No weights to build, and the block calls `sample`, never `__call__`: an unbuilt layer
+        # would make Keras trace the whole model again on every `train_on_batch`.
+        self.built = True
 
     def sample(self, x, training=None):
         """Draws the per-sample scale `mask / (1 - rate)`, or None when inactive.
