@@ -32,7 +32,9 @@ class WindowAttention(keras.layers.Layer):
     `(num_heads, 1, 1)`. V1: `logits = q k^T / sqrt(head_dim) + table bias`.
     Only q and v carry a bias unless `key_bias=True` (V1). The logits, the
     position bias and the softmax are computed in float32 whatever the dtype
-    policy.
+    policy. On the torch backend, inference with windows of 256 tokens or more
+    goes through the fused `scaled_dot_product_attention` (the temperature
+    folded into q).
 
     Args:
         dim: int, channels C of the tokens; must be divisible by `num_heads`.
@@ -161,10 +163,14 @@ class WindowAttention(keras.layers.Layer):
             heads = ops.shape(attention_mask)[0] * self.num_heads
             bias = ops.reshape(bias + ops.cast(attention_mask, "float32")[:, None], (1, heads, n, n))
             q, k, v = (ops.reshape(t, (-1, heads, n, head_dim)) for t in (q, k, v))
-        if keras.backend.backend() == "torch" and not training:
-            # torch's fused scaled_dot_product_attention, in float32: SwinV2-B 384/24 inference
-            # 0.67 -> 0.84 images/s. Keras' version of it on TF and JAX is written out like the
-            # branch below, a little slower (TF XLA 1.11 -> 1.03, JAX 0.96 -> 0.88).
+        if keras.backend.backend() == "torch" and not training and n >= 256:
+            # torch's fused scaled_dot_product_attention, in float32, for windows of 16 x 16 and
+            # up: SwinV2-B 384/24 inference 0.67 -> 0.84 images/s; on 8 x 8 windows it is slower
+            # (SwinV2-T 256/8 7.6 -> 5.7; one attention call 2x slower at N=64 and N=144, 5x
+            # faster at N=256 and N=576). Not in training: with a bias that needs a gradient torch
+            # falls back to an unfused kernel slower than the branch below (a SwinV2-B step
+            # 9.4 s vs 7.9 s). Keras' version on TF and JAX is written out like the branch
+            # below and measured a little slower (TF XLA 1.11 -> 1.03, JAX 0.96 -> 0.88).
             out = ops.dot_product_attention(
                 *(ops.transpose(ops.cast(t, "float32"), (0, 2, 1, 3)) for t in (q, k, v)),
                 bias=bias,
