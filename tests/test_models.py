@@ -164,3 +164,6 @@ def test_fit_with_stochastic_depth():
     history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    # every layer is built once the model is: an unbuilt one (DropPath was) makes Keras run a
+    # symbolic forward pass of the whole model again on every train_on_batch
+    assert [layer.name for layer in model._flatten_layers() if not layer.built] == []
