@@ -17,6 +17,19 @@ from keras_swinv2.layers.windows import to_pair
 CPB_MODES = ("log", "linear")
 
 
+def _constant(array):
+    """Holds a numpy constant the way the backend traces best.
+
+    TensorFlow and JAX embed numpy arrays into their graphs as they are. On
+    torch, a numpy attribute read inside `forward` stops `torch.compile`'s
+    tracer (one graph break per layer, each resumed frame recompiled per
+    layer instance), so the array becomes a torch tensor on Keras' device.
+    """
+    if keras.backend.backend() == "torch":
+        return ops.convert_to_tensor(array)
+    return array
+
+
 def relative_position_index(window_size):
     """Index of each token pair's relative offset in a `(2wh-1)*(2ww-1)` table.
 
@@ -58,6 +71,19 @@ def relative_coords_table(window_size, pretrained_window_size=0, mode="log"):
     return table.reshape(-1, 2).astype("float32")
 
 
+def _gather_bias(table, index, window_size):
+    """Per-head bias maps from a table of offsets: `(R, heads)` -> `(heads, N, N)`.
+
+    The small table is transposed before the gather, not the gathered
+    `(N * N, heads)` tensor after it. (Gathering rows and transposing after
+    also makes torch 2.13's inductor emit an out-of-bounds scatter in the
+    backward pass on CPU: heap corruption on the second training step.)
+    """
+    n = window_size[0] * window_size[1]
+    gathered = ops.take(ops.transpose(table), index, axis=1)
+    return ops.reshape(gathered, (-1, n, n))
+
+
 @keras.saving.register_keras_serializable(package="keras_swinv2")
 class ContinuousPositionBias(keras.layers.Layer):
     """SwinV2's continuous position bias (CPB): a small MLP over relative offsets.
@@ -88,8 +114,10 @@ class ContinuousPositionBias(keras.layers.Layer):
         self.pretrained_window_size = to_pair(pretrained_window_size)
         self.mode = mode
         self.hidden_dim = hidden_dim
-        self.coords = relative_coords_table(self.window_size, self.pretrained_window_size, mode)
-        self.index = relative_position_index(self.window_size)
+        self.coords = _constant(
+            relative_coords_table(self.window_size, self.pretrained_window_size, mode)
+        )
+        self.index = _constant(relative_position_index(self.window_size))
         float32 = self.dtype_policy.variable_dtype
         self.fc1 = keras.layers.Dense(hidden_dim, activation="relu", dtype=float32, name="fc1")
         self.fc2 = keras.layers.Dense(num_heads, use_bias=False, dtype=float32, name="fc2")
@@ -100,9 +128,7 @@ class ContinuousPositionBias(keras.layers.Layer):
 
     def bias(self):
         table = self.fc2(self.fc1(ops.convert_to_tensor(self.coords)))
-        n = self.window_size[0] * self.window_size[1]
-        bias = ops.reshape(ops.take(table, self.index, axis=0), (n, n, self.num_heads))
-        return 16.0 * ops.sigmoid(ops.transpose(bias, (2, 0, 1)))
+        return 16.0 * ops.sigmoid(_gather_bias(table, self.index, self.window_size))
 
     def get_config(self):
         config = super().get_config()
@@ -131,7 +157,7 @@ class RelativePositionBiasTable(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.window_size = to_pair(window_size)
-        self.index = relative_position_index(self.window_size)
+        self.index = _constant(relative_position_index(self.window_size))
 
     def build(self, input_shape=None):
         wh, ww = self.window_size
@@ -142,9 +168,7 @@ class RelativePositionBiasTable(keras.layers.Layer):
         )
 
     def bias(self):
-        n = self.window_size[0] * self.window_size[1]
-        bias = ops.reshape(ops.take(self.table, self.index, axis=0), (n, n, self.num_heads))
-        return ops.transpose(bias, (2, 0, 1))
+        return _gather_bias(self.table, self.index, self.window_size)
 
     def get_config(self):
         config = super().get_config()
