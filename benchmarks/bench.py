@@ -3,10 +3,13 @@
     python benchmarks/bench.py                       # both models, all implementations (~50 min on 2 cores)
     python benchmarks/bench.py --models tiny-256-w8 --impls keras-jax hf-torch --modes inference
 
-Each measurement runs in its own process (Keras reads the backend once per process):
-build the model, warm up (compilation happens here), then time `--repeats` steps and
-report the median images/s. Inference is a forward pass without gradients; a training
-step is forward + backward + AdamW update. Writes a JSON file and prints a table.
+Each implementation runs in its own process (Keras reads the backend once per process):
+it builds the model and warms up (compilation happens here) while the others wait;
+then `--repeats` rounds time one step of every implementation in turn, and the median
+step gives images/s. Interleaving keeps slow drift of the machine out of the ratios
+(`--sequential`: one implementation after the other, less memory held). Inference is
+a forward pass without gradients; a training step is forward + backward + AdamW
+update. Writes a JSON file and prints a table.
 
 Implementations:
     keras-tf-graph     TensorFlow, tf.function without XLA
@@ -24,8 +27,10 @@ import datetime
 import json
 import os
 import platform
+import queue
 import subprocess
 import sys
+import threading
 import time
 
 MODELS = {
@@ -48,19 +53,7 @@ ARCH = {
 }
 
 
-def _timed(step, warmup, repeats):
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2], times
-
-
-def _keras_worker(impl, model_name, mode, dtype, warmup, repeats):
+def _keras_step(impl, model_name, mode, dtype):
     backend, jit = KERAS_IMPLS[impl]
     os.environ["KERAS_BACKEND"] = backend
     import numpy as np
@@ -107,10 +100,10 @@ def _keras_worker(impl, model_name, mode, dtype, warmup, repeats):
             with torch.no_grad():
                 fn(tx, training=False)
 
-    return batch, _timed(step, warmup, repeats)
+    return batch, step
 
 
-def _torch_worker(impl, model_name, mode, dtype, warmup, repeats):
+def _torch_step(impl, model_name, mode, dtype):
     import torch
 
     torch.manual_seed(0)
@@ -153,24 +146,156 @@ def _torch_worker(impl, model_name, mode, dtype, warmup, repeats):
             with torch.no_grad(), autocast:
                 forward(x)
 
-    return batch, _timed(step, warmup, repeats)
+    return batch, step
 
 
 def worker(args):
-    fn = _keras_worker if args.impl in KERAS_IMPLS else _torch_worker
+    """One implementation in its own process, driven over stdin/stdout.
+
+    Builds the model, runs the warm-up steps (compilation happens there), prints
+    `READY {...}`, then answers each `step` line with `TIME <seconds>` until stdin
+    closes. Errors are printed as `ERROR <message>`.
+    """
     if args.impl in TORCH_IMPLS or args.impl.startswith("keras-torch"):
         import torch
 
         torch.set_num_threads(args.threads)
+    build = _keras_step if args.impl in KERAS_IMPLS else _torch_step
     start = time.perf_counter()
     try:
-        batch, (median, times) = fn(args.impl, args.model, args.mode, args.dtype, args.warmup, args.repeats)
-        result = dict(images_per_s=batch / median, median_s=median, batch=batch, times_s=times)
+        batch, step = build(args.impl, args.model, args.mode, args.dtype)
+        for _ in range(args.warmup):
+            step()
     except Exception as e:  # reported in the table, not fatal to the run
-        result = dict(error=f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
-    result.update(impl=args.impl, model=args.model, mode=args.mode, dtype=args.dtype,
-                  wall_s=time.perf_counter() - start)
-    print("RESULT " + json.dumps(result), flush=True)
+        print(f"ERROR {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
+        return 1
+    print("READY " + json.dumps(dict(batch=batch, setup_s=time.perf_counter() - start)), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        t0 = time.perf_counter()
+        step()
+        print(f"TIME {time.perf_counter() - t0!r}", flush=True)
+    return 0
+
+
+class _Worker:
+    """A worker process and its line protocol, with a deadline on every answer."""
+
+    def __init__(self, cmd, env):
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env, text=True, bufsize=1)
+        self.stderr = []
+        self._stderr_thread = threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True)
+        self._stderr_thread.start()
+        self._lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def answer(self, timeout):
+        """The next protocol line (READY/TIME/ERROR ...); raises on exit or timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(deadline - time.monotonic(), 0.001))
+            except queue.Empty:
+                raise TimeoutError(f"timed out after {timeout} s") from None
+            if line is None:
+                self.proc.wait()
+                self._stderr_thread.join(timeout=5)
+                last = next((l.strip() for l in reversed(self.stderr) if l.strip()), "no output")
+                raise RuntimeError(f"worker exited ({self.proc.returncode}): {last[:200]}")
+            if line.startswith(("READY ", "TIME ", "ERROR ")):
+                return line
+
+    def send(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+
+def measure_group(impls, model, mode, dtype, args, env):
+    """Measures `impls` on one (model, mode, dtype), interleaved round by round.
+
+    Every implementation is built and warmed up in its own process, one at a
+    time; then each round times one step of each implementation in turn, so
+    slow drift of the machine (thermal, other tenants) hits all of them alike
+    instead of whichever ran last. With `--sequential` each implementation runs
+    all its steps, then exits, before the next is built (less memory held).
+    """
+    results = {impl: dict(impl=impl, model=model, mode=mode, dtype=dtype) for impl in impls}
+    workers = {}
+
+    def start(impl):
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--impl", impl, "--model", model,
+               "--mode", mode, "--dtype", dtype, "--warmup", str(args.warmup), "--threads", str(args.threads)]
+        w = _Worker(cmd, env)
+        try:
+            line = w.answer(args.timeout)
+        except (TimeoutError, RuntimeError) as e:
+            w.close() if isinstance(e, RuntimeError) else w.proc.kill()
+            results[impl]["error"] = str(e)
+            return
+        if line.startswith("ERROR "):
+            results[impl]["error"] = line[6:]
+            w.close()
+            return
+        results[impl].update(json.loads(line[6:]), times_s=[])
+        workers[impl] = w
+
+    def step(impl):
+        w = workers[impl]
+        time.sleep(args.pause)  # lets the previous worker's thread pools go idle
+        try:
+            w.send("step")
+            results[impl]["times_s"].append(float(w.answer(args.timeout).split()[1]))
+        except (TimeoutError, RuntimeError, OSError, ValueError) as e:
+            results[impl]["error"] = str(e)
+            w.proc.kill()
+            del workers[impl]
+
+    def finish(impl):
+        if impl in workers:
+            workers.pop(impl).close()
+        r = results[impl]
+        if r.get("times_s") and "error" not in r:
+            times = sorted(r["times_s"])
+            r.update(median_s=times[len(times) // 2], images_per_s=r["batch"] / times[len(times) // 2])
+        print(_row(r), flush=True)
+
+    try:
+        if args.sequential:
+            for impl in impls:
+                start(impl)
+                for _ in range(args.repeats):
+                    if impl in workers:
+                        step(impl)
+                finish(impl)
+        else:
+            for impl in impls:
+                start(impl)
+            for _ in range(args.repeats):
+                for impl in impls:
+                    if impl in workers:
+                        step(impl)
+            for impl in impls:
+                finish(impl)
+    finally:
+        for w in workers.values():
+            w.proc.kill()
+    return [results[impl] for impl in impls]
 
 
 def main(argv=None):
@@ -179,7 +304,7 @@ def main(argv=None):
         w = argparse.ArgumentParser()
         for name in ("impl", "model", "mode", "dtype"):
             w.add_argument(f"--{name}")
-        for name in ("warmup", "repeats", "threads"):
+        for name in ("warmup", "threads"):
             w.add_argument(f"--{name}", type=int)
         w.add_argument("--worker", action="store_true")
         return worker(w.parse_args(argv))
@@ -189,9 +314,13 @@ def main(argv=None):
     parser.add_argument("--modes", nargs="+", default=["inference", "train"], choices=["inference", "train"])
     parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps (rounds) per implementation")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--timeout", type=int, default=1200, help="seconds per measurement")
+    parser.add_argument("--timeout", type=int, default=1200, help="seconds for setup + warm-up, and per step")
+    parser.add_argument("--pause", type=float, default=1.0,
+                        help="idle seconds before each timed step (spinning threads of the last one settle)")
+    parser.add_argument("--sequential", action="store_true",
+                        help="one implementation at a time instead of interleaved rounds (less memory)")
     parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/<time>.json)")
     args = parser.parse_args(argv)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -199,25 +328,13 @@ def main(argv=None):
     for model in args.models:
         for mode in args.modes:
             for dtype in args.dtypes:
-                for impl in args.impls:
-                    cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--model", model, "--mode", mode,
-                           "--dtype", dtype, "--warmup", str(args.warmup), "--repeats", str(args.repeats),
-                           "--threads", str(args.threads)]
-                    try:
-                        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
-                        lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-                        result = json.loads(lines[-1][7:]) if lines else dict(
-                            error=(proc.stderr.strip().splitlines() or ["no output"])[-1][:200])
-                    except subprocess.TimeoutExpired:
-                        result = dict(error=f"timed out after {args.timeout} s")
-                    result.update(impl=impl, model=model, mode=mode, dtype=dtype)
-                    results.append(result)
-                    print(_row(result), flush=True)
+                results += measure_group(args.impls, model, mode, dtype, args, env)
     report = dict(
         date=datetime.datetime.now().isoformat(timespec="seconds"),
         machine=dict(platform=platform.platform(), processor=platform.processor(), cpus=os.cpu_count(),
                      python=platform.python_version()),
-        settings=dict(warmup=args.warmup, repeats=args.repeats, threads=args.threads,
+        settings=dict(warmup=args.warmup, repeats=args.repeats, threads=args.threads, pause_s=args.pause,
+                      order="sequential" if args.sequential else "interleaved",
                       batches={m: MODELS[m][4] for m in args.models}),
         versions=_versions(),
         results=results,
