@@ -17,6 +17,11 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 def l2_normalize(x, epsilon=1e-12):
     """`x / max(||x||_2, epsilon)` over the last axis (PyTorch's F.normalize)."""
+    if keras.backend.backend() == "torch":
+        # one norm kernel and one divide in eager torch, not five elementwise passes
+        import torch.nn.functional as F
+
+        return F.normalize(ops.convert_to_tensor(x), dim=-1, eps=epsilon)
     # 1 / max(||x||, eps) == rsqrt(max(||x||^2, eps^2)): a multiply instead of a divide
     x = ops.convert_to_tensor(x)
     squared = ops.sum(x * x, axis=-1, keepdims=True)
@@ -135,10 +140,12 @@ class WindowAttention(keras.layers.Layer):
     def call(self, windows, attention_mask=None, bias=None, training=None):
         n = self.window_size[0] * self.window_size[1]
         head_dim = self.dim // self.num_heads
-        qkv = self.qkv(windows)
         if self.qkv_bias:
             k_bias = self.k_bias if self.key_bias else ops.zeros((self.dim,), self.q_bias.dtype)
-            qkv = qkv + ops.cast(ops.concatenate([self.q_bias, k_bias, self.v_bias]), qkv.dtype)
+            qkv_bias = ops.concatenate([self.q_bias, k_bias, self.v_bias])
+            qkv = self.qkv(windows, bias=qkv_bias)  # one GEMM with its bias on torch
+        else:
+            qkv = self.qkv(windows)
         # split, not reshape-to-(3, ...) and index: the gradient of a split is one concatenate,
         # that of indexing three zero-padded copies summed (12% of a TF XLA training step).
         q, k, v = (

@@ -14,18 +14,35 @@ class Linear(keras.layers.Dense):
     torch backend this layer calls `torch.nn.functional.linear` (one `addmm`)
     instead; everywhere else, and with LoRA or quantization, it is plain Dense.
 
-    Input shape: `(..., input_dim)`. Output shape: `(..., units)`.
+    A layer built with `use_bias=False` and no activation also takes a bias
+    at call time (`layer(x, bias=b)`), for biases assembled per call such as
+    SwinV2's q/v biases around a zero key bias: on torch it joins the GEMM.
+
+    Call arguments:
+        inputs: tensor `(..., input_dim)`.
+        bias: optional tensor `(units,)`, only for a layer without its own
+            bias and activation.
+
+    Output shape: `(..., units)`.
     """
 
-    def call(self, inputs, training=None):
-        if (
-            keras.backend.backend() != "torch"
-            or self.bias is None
-            or self.lora_enabled
-            or self.quantization_mode is not None
-        ):
-            return super().call(inputs, training=training)
+    def call(self, inputs, training=None, bias=None):
+        if bias is not None and (self.use_bias or self.activation is not keras.activations.linear):
+            raise ValueError(
+                "A bias at call time needs a Linear layer without bias and activation; got "
+                f"use_bias={self.use_bias}, activation={self.activation.__name__}."
+            )
+        fused = (
+            keras.backend.backend() == "torch"
+            and not self.lora_enabled
+            and self.quantization_mode is None
+        )
+        if not fused or (bias is None and self.bias is None):
+            x = super().call(inputs, training=training)
+            return x if bias is None else x + ops.cast(bias, x.dtype)
         import torch.nn.functional as F
 
-        x = F.linear(inputs, ops.transpose(self.kernel), self.bias.value)
+        kernel = ops.transpose(self.kernel)
+        bias = self.bias.value if bias is None else ops.cast(bias, kernel.dtype)
+        x = F.linear(inputs, kernel, bias)
         return self.activation(x) if self.activation is not None else x

@@ -1,6 +1,7 @@
 """Linear is Dense with a fused torch path: same weights, same config, same results."""
 
 import numpy as np
+import pytest
 
 import keras
 
@@ -31,3 +32,16 @@ def test_linear_gradients_flow():
     before = [w.copy() for w in layer.get_weights()]
     model.fit(x, np.zeros((4, 3), "float32"), epochs=1, verbose=0)
     assert all(not np.array_equal(a, b) for a, b in zip(before, layer.get_weights()))
+
+
+def test_linear_bias_at_call_time():
+    x = np.random.default_rng(0).normal(size=(2, 5, 7)).astype("float32")
+    bias = np.random.default_rng(1).normal(size=(4,)).astype("float32")
+    layer = Linear(4, use_bias=False)
+    layer.build(x.shape)
+    expected = x @ keras.ops.convert_to_numpy(layer.kernel) + bias
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x, bias=bias)), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="without bias and activation"):
+        Linear(4)(x, bias=bias)
+    with pytest.raises(ValueError, match="without bias and activation"):
+        Linear(4, use_bias=False, activation="relu")(x, bias=bias)
