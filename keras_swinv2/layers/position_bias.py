@@ -127,8 +127,10 @@ class ContinuousPositionBias(keras.layers.Layer):
         self.fc2.build((None, self.hidden_dim))
 
     def bias(self):
-        table = self.fc2(self.fc1(ops.convert_to_tensor(self.coords)))
-        return 16.0 * ops.sigmoid(_gather_bias(table, self.index, self.window_size))
+        # the sigmoid on the (offsets, heads) table, before the gather copies each offset's
+        # value to all of its N * N / offsets token pairs (identical values, far fewer to compute)
+        table = 16.0 * ops.sigmoid(self.fc2(self.fc1(ops.convert_to_tensor(self.coords))))
+        return _gather_bias(table, self.index, self.window_size)
 
     def get_config(self):
         config = super().get_config()
