@@ -1,5 +1,6 @@
 """Window multi-head self-attention with SwinV2's scaled cosine attention."""
 
+import functools
 import math
 
 import keras
@@ -26,6 +27,46 @@ def l2_normalize(x, epsilon=1e-12):
     x = ops.convert_to_tensor(x)
     squared = ops.sum(x * x, axis=-1, keepdims=True)
     return x * ops.rsqrt(ops.maximum(squared, epsilon * epsilon))
+
+
+def add_shared_bias(logits, bias):
+    """`logits + bias`, with one `bias` shared by every row of `logits`.
+
+    Args:
+        logits: tensor `(rows, ...)`.
+        bias: tensor `(1, ...)` with the same trailing shape.
+
+    Returns:
+        `logits + bias`, shaped like `logits`.
+
+    On JAX the gradient of `bias`, the incoming gradient summed over the rows,
+    is computed as a product with a ones vector: XLA's CPU reduction over the
+    leading axis ran at ~0.5 GB/s, and summing the attention-bias gradients
+    took 0.24 s of SwinV2-T's 2.35 s forward + backward (batch 8; 2.26 s after).
+    """
+    if keras.backend.backend() != "jax":
+        return logits + bias
+    return _jax_add_shared_bias()(logits, bias)
+
+
+@functools.cache
+def _jax_add_shared_bias():
+    import jax
+
+    @jax.custom_vjp
+    def add(logits, bias):
+        return logits + bias
+
+    def forward(logits, bias):
+        return logits + bias, None
+
+    def backward(_, grad):
+        rows = grad.shape[0]
+        bias_grad = ops.ones((1, rows), grad.dtype) @ ops.reshape(grad, (rows, -1))
+        return grad, ops.reshape(bias_grad, (1, *grad.shape[1:]))
+
+    add.defvjp(forward, backward)
+    return add
 
 
 @keras.saving.register_keras_serializable(package="keras_swinv2")
@@ -186,7 +227,7 @@ class WindowAttention(keras.layers.Layer):
             out = ops.cast(ops.transpose(out, (0, 2, 1, 3)), v.dtype)
         else:
             logits = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))
-            probs = ops.softmax(ops.cast(logits, "float32") + bias, axis=-1)
+            probs = ops.softmax(add_shared_bias(ops.cast(logits, "float32"), bias), axis=-1)
             probs = self.attn_dropout(ops.cast(probs, v.dtype), training=training)
             out = ops.matmul(probs, v)  # (B_ or B, heads, N, head_dim)
         out = ops.transpose(ops.reshape(out, (-1, self.num_heads, n, head_dim)), (0, 2, 1, 3))

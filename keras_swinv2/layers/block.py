@@ -1,5 +1,7 @@
 """The Swin Transformer block: shifted-window attention and an MLP, each residual."""
 
+import math
+
 import keras
 from keras import ops
 
@@ -70,6 +72,19 @@ class DropPath(keras.layers.Layer):
         return config
 
 
+def gelu(x):
+    """Exact GELU, `x * Phi(x)` with `Phi` the standard normal CDF; any shape.
+
+    On JAX it is written `0.5 * x * (1 + erf(x / sqrt(2)))`, PyTorch's formula:
+    `jax.nn.gelu` goes through `erfc`, whose XLA expansion (two branches and an
+    exp) took 0.30 s of SwinV2-T's 2.26 s forward + backward on CPU, `erf` 0.21 s.
+    Elsewhere it is `keras.activations.gelu`, which already has that form.
+    """
+    if keras.backend.backend() == "jax":
+        return 0.5 * x * (1.0 + ops.erf(x * math.sqrt(0.5)))
+    return keras.activations.gelu(x, approximate=False)
+
+
 @keras.saving.register_keras_serializable(package="keras_swinv2")
 class Mlp(keras.layers.Layer):
     """Dense(hidden) -> GELU -> Dropout -> Dense(dim) -> Dropout.
@@ -94,7 +109,7 @@ class Mlp(keras.layers.Layer):
         self.fc2.build((None, self.hidden_dim))
 
     def call(self, x, training=None):
-        x = keras.activations.gelu(self.fc1(x), approximate=False)
+        x = gelu(self.fc1(x))
         x = self.dropout(x, training=training)
         return self.dropout(self.fc2(x), training=training)
 

@@ -14,6 +14,12 @@ class Linear(keras.layers.Dense):
     torch backend this layer calls `torch.nn.functional.linear` (one `addmm`)
     instead; everywhere else, and with LoRA or quantization, it is plain Dense.
 
+    On JAX, inputs of rank 3 and up are multiplied as one `(rows, input_dim)`
+    matrix. The kernel gradient of the product on `(..., input_dim)` contracts
+    several leading axes, and XLA's CPU compiler transposes a whole activation
+    to do that (SwinV2-T batch 8: 0.3 s of a 2.7 s forward + backward); with
+    one leading axis it needs no copy (2.73 -> 2.35 s).
+
     A layer built with `use_bias=False` and no activation also takes a bias
     at call time (`layer(x, bias=b)`), for biases assembled per call such as
     SwinV2's q/v biases around a zero key bias: on torch it joins the GEMM.
@@ -38,7 +44,13 @@ class Linear(keras.layers.Dense):
             and self.quantization_mode is None
         )
         if not fused or (bias is None and self.bias is None):
-            x = super().call(inputs, training=training)
+            shape = ops.shape(inputs)
+            if keras.backend.backend() == "jax" and len(shape) > 2:
+                # one (rows, input_dim) product: see the class docstring
+                x = super().call(ops.reshape(inputs, (-1, shape[-1])), training=training)
+                x = ops.reshape(x, (*shape[:-1], self.units))
+            else:
+                x = super().call(inputs, training=training)
             return x if bias is None else x + ops.cast(bias, x.dtype)
         import torch.nn.functional as F
 
