@@ -53,23 +53,34 @@ ARCH = {
 }
 
 
-def _keras_step(impl, model_name, mode, dtype):
-    backend, jit = KERAS_IMPLS[impl]
-    os.environ["KERAS_BACKEND"] = backend
+def keras_model_and_batch(model_name, batch=None):
+    """The benchmark's Keras SwinV2 (no stochastic depth, logits out) and a random batch.
+
+    Keras must already be imported with the wanted backend. Returns `(model, images, labels)`;
+    `batch` defaults to the model's benchmark batch.
+    """
     import numpy as np
-    import keras
 
     import keras_swinv2
 
-    if dtype == "bfloat16":
-        keras.config.set_dtype_policy("mixed_bfloat16")
-    variant, size, window, pretrained, batch = MODELS[model_name]
+    variant, size, window, pretrained, default_batch = MODELS[model_name]
+    batch = batch or default_batch
     model = keras_swinv2.SwinV2(
         variant=variant, input_shape=(size, size, 3), window_size=window,
         pretrained_window_sizes=pretrained, classifier_activation=None, drop_path_rate=0.0,
     )
-    x = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
-    y = np.arange(batch) % 1000
+    images = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
+    return model, images, np.arange(batch) % 1000
+
+
+def _keras_step(impl, model_name, mode, dtype):
+    backend, jit = KERAS_IMPLS[impl]
+    os.environ["KERAS_BACKEND"] = backend
+    import keras
+
+    if dtype == "bfloat16":
+        keras.config.set_dtype_policy("mixed_bfloat16")
+    model, x, y = keras_model_and_batch(model_name)
     if mode == "train":
         model.compile(
             optimizer=keras.optimizers.AdamW(1e-4),
@@ -100,7 +111,7 @@ def _keras_step(impl, model_name, mode, dtype):
             with torch.no_grad():
                 fn(tx, training=False)
 
-    return batch, step
+    return len(x), step
 
 
 def _torch_step(impl, model_name, mode, dtype):
@@ -146,7 +157,7 @@ def _torch_step(impl, model_name, mode, dtype):
             with torch.no_grad(), autocast:
                 forward(x)
 
-    return batch, step
+    return len(x), step
 
 
 def worker(args):

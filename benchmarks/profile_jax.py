@@ -28,7 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import MODELS  # noqa: E402
+from bench import MODELS, keras_model_and_batch  # noqa: E402
 
 
 def parse_hlo(text):
@@ -36,7 +36,7 @@ def parse_hlo(text):
     computations, current = {}, None
     for line in text.splitlines():
         if not line.startswith(" ") and line.endswith("{"):
-            current = line.split()[0].lstrip("%") if not line.startswith("ENTRY") else line.split()[1].lstrip("%")
+            current = line.removeprefix("ENTRY ").split()[0].lstrip("%")
             computations[current] = []
         elif current is not None:
             computations[current].append(line)
@@ -119,16 +119,8 @@ def main():
 
     import keras
 
-    import keras_swinv2
-
-    variant, size, window, pretrained, batch = MODELS[args.model]
-    batch = args.batch or batch
-    model = keras_swinv2.SwinV2(
-        variant=variant, input_shape=(size, size, 3), window_size=window,
-        pretrained_window_sizes=pretrained, classifier_activation=None, drop_path_rate=0.0,
-    )
-    images = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
-    labels = np.arange(batch) % 1000
+    model, images, labels = keras_model_and_batch(args.model, args.batch)
+    batch = len(images)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
