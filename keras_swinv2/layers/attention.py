@@ -69,6 +69,24 @@ def _jax_add_shared_bias():
     return add
 
 
+def softmax(logits):
+    """Softmax over the last axis of float32 `logits`, any shape.
+
+    On the torch backend, probabilities below float32's smallest normal number
+    (1.2e-38) are set to 0, and the gradient is the softmax's with that output.
+    Behind the shifted-window mask (-100) a masked token's probability is often
+    near e^-100, a denormal, and eager torch's CPU matrix products slow down
+    ~40x on denormal inputs: the attention-times-values product of SwinV2-T's
+    shifted blocks took 63 ms of 70 (batch 8), 1.6 ms per call once flushed.
+    XLA (TF jit, JAX) flushes denormals already. Elsewhere: `ops.softmax`.
+    """
+    if keras.backend.backend() != "torch":
+        return ops.softmax(logits, axis=-1)
+    from keras_swinv2.layers.torch_ops import FlushedSoftmax
+
+    return FlushedSoftmax.apply(logits)
+
+
 @keras.saving.register_keras_serializable(package="keras_swinv2")
 class WindowAttention(keras.layers.Layer):
     """Multi-head self-attention within each window, with a relative position bias.
@@ -227,7 +245,7 @@ class WindowAttention(keras.layers.Layer):
             out = ops.cast(ops.transpose(out, (0, 2, 1, 3)), v.dtype)
         else:
             logits = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))
-            probs = ops.softmax(add_shared_bias(ops.cast(logits, "float32"), bias), axis=-1)
+            probs = softmax(add_shared_bias(ops.cast(logits, "float32"), bias))
             probs = self.attn_dropout(ops.cast(probs, v.dtype), training=training)
             out = ops.matmul(probs, v)  # (B_ or B, heads, N, head_dim)
         out = ops.transpose(ops.reshape(out, (-1, self.num_heads, n, head_dim)), (0, 2, 1, 3))

@@ -10,6 +10,7 @@ import keras
 from keras import ops
 
 from keras_swinv2.layers import WindowAttention, l2_normalize
+from keras_swinv2.layers.attention import softmax as attention_softmax
 
 from reference import max_abs_diff, randomize_
 from swin_layer_helpers import (
@@ -211,3 +212,24 @@ def test_precomputed_bias_is_used_as_given():
     shifted = to_numpy(layer(x, bias=ops.convert_to_tensor(to_numpy(bias) + 5.0)))
     np.testing.assert_allclose(shifted, own, rtol=0, atol=1e-5)  # softmax ignores a constant shift
     assert np.abs(to_numpy(layer(x, bias=ops.zeros_like(bias))) - own).max() > 1e-4
+
+
+def test_attention_softmax_matches_and_has_no_denormals_on_torch():
+    """Masked logits (-100) give probabilities near e^-100, float32 denormals; on torch they
+    become 0 (slow matrix products otherwise), everywhere the result is the softmax's."""
+    logits = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype("float32") * 3
+    logits[..., 8:] -= 100.0
+    expected = softmax(logits.astype("float64"))
+    assert ((expected > 0) & (expected < np.finfo("float32").tiny)).any()  # the case at hand
+    probs = to_numpy(attention_softmax(ops.convert_to_tensor(logits)))
+    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-30)
+    if keras.backend.backend() != "torch":
+        return
+    assert not ((probs > 0) & (probs < np.finfo("float32").tiny)).any()
+    weights = torch.from_numpy(np.random.default_rng(1).standard_normal(logits.shape).astype("float32"))
+    grads = []
+    for fn in (attention_softmax, lambda t: torch.softmax(t, dim=-1)):
+        x = torch.from_numpy(logits).requires_grad_(True)
+        (fn(x) * weights).sum().backward()
+        grads.append(x.grad.numpy())
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-30)
