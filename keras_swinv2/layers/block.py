@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from keras_swinv2.layers.attention import WindowAttention
+from keras_swinv2.layers.attention import WindowAttention, apply_dropout
 from keras_swinv2.layers.linear import Linear
 from keras_swinv2.layers.patch_embedding import LAYER_NORM_EPSILON
 from keras_swinv2.layers.remat import remat
@@ -109,9 +109,8 @@ class Mlp(keras.layers.Layer):
         self.fc2.build((None, self.hidden_dim))
 
     def call(self, x, training=None):
-        x = gelu(self.fc1(x))
-        x = self.dropout(x, training=training)
-        return self.dropout(self.fc2(x), training=training)
+        x = apply_dropout(self.dropout, gelu(self.fc1(x)), training)
+        return apply_dropout(self.dropout, self.fc2(x), training)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -1,4 +1,4 @@
-"""attention.py: SwinV2 cosine attention vs HF, V1 dot attention vs numpy, argument checks."""
+"""attention.py: SwinV2 cosine attention vs HF, V1 dot attention vs numpy, softmax, dropout, argument checks."""
 
 import math
 
@@ -233,3 +233,29 @@ def test_attention_softmax_matches_and_has_no_denormals_on_torch():
         (fn(x) * weights).sum().backward()
         grads.append(x.grad.numpy())
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-30)
+
+
+@pytest.mark.parametrize("rates", [dict(attn_drop=0.5), dict(proj_drop=0.5)])
+def test_dropout_acts_in_training_only(rates):
+    """Dropout layers are skipped when they cannot drop (inference, rate 0), never in training."""
+    layer = WindowAttention(8, 2, 4, **rates)
+    x = np.random.default_rng(0).standard_normal((3, 16, 8)).astype("float32")
+    layer.build((3, 16, 8))
+    randomize_keras(layer, seed=1)
+    inference = to_numpy(layer(x))
+    np.testing.assert_array_equal(to_numpy(layer(x, training=False)), inference)
+    assert np.abs(to_numpy(layer(x, training=True)) - inference).max() > 1e-3
+    plain = WindowAttention(8, 2, 4)
+    plain.build((3, 16, 8))
+    plain.set_weights(layer.get_weights())
+    np.testing.assert_allclose(to_numpy(plain(x, training=True)), inference, rtol=0, atol=1e-6)
+
+
+def test_mlp_dropout_acts_in_training_only():
+    from keras_swinv2.layers.block import Mlp
+
+    mlp = Mlp(8, 16, drop=0.5)
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype("float32")
+    inference = to_numpy(mlp(x))
+    np.testing.assert_array_equal(to_numpy(mlp(x, training=False)), inference)
+    assert np.abs(to_numpy(mlp(x, training=True)) - inference).max() > 1e-3
