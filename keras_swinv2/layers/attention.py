@@ -227,8 +227,13 @@ class WindowAttention(keras.layers.Layer):
         if self.attention == "cosine":
             # the temperature folded into q: cos(q, k) * t == (t * q / ||q||) . k / ||k||
             scale = ops.exp(ops.minimum(ops.cast(self.logit_scale, "float32"), MAX_LOGIT_SCALE))
-            q = l2_normalize(ops.cast(q, "float32")) * scale
-            k = l2_normalize(ops.cast(k, "float32"))
+            if keras.backend.backend() == "torch":
+                from keras_swinv2.layers.torch_ops import cosine_query_key
+
+                q, k = cosine_query_key(qkv, self.num_heads, scale)
+            else:
+                q = l2_normalize(ops.cast(q, "float32")) * scale
+                k = l2_normalize(ops.cast(k, "float32"))
         else:
             q = q * ops.cast(head_dim**-0.5, q.dtype)
         if bias is None:

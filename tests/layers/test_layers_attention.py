@@ -202,6 +202,28 @@ def test_l2_normalize_is_safe_on_zero_vectors():
     assert np.isfinite(out).all()
 
 
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch-only helper")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_torch_cosine_query_key_matches_normalized_heads(dtype):
+    """The torch path normalizes q and k on the fused (windows, N, 3C) projection: the result is
+    per-head `scale * q / ||q||` and `k / ||k||` in float32, zero vectors included."""
+    from keras_swinv2.layers.torch_ops import cosine_query_key
+
+    windows, n, heads, head_dim = 5, 16, 3, 4
+    qkv = np.random.default_rng(0).standard_normal((windows, n, 3 * heads * head_dim))
+    qkv[1, 2, :head_dim] = 0.0  # one query of head 0 is zero
+    qkv = torch.tensor(qkv, dtype=dtype)
+    scale = torch.tensor([2.0, 10.0, 100.0]).reshape(heads, 1, 1)
+    q, k = cosine_query_key(qkv, heads, scale)
+    assert q.dtype == k.dtype == torch.float32
+    assert q.shape == k.shape == (windows, heads, n, head_dim)
+    split = qkv.double().numpy().reshape(windows, n, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)
+    norms = np.maximum(np.linalg.norm(split, axis=-1, keepdims=True), 1e-12)
+    np.testing.assert_allclose(q.numpy(), split[0] / norms[0] * scale.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(k.numpy(), split[1] / norms[1], rtol=1e-6, atol=1e-6)
+    assert not q[1, 0, 2].any()
+
+
 def test_precomputed_bias_is_used_as_given():
     """`bias=` replaces the layer's own position bias (shared by chunks of one block)."""
     layer = WindowAttention(8, 2, 4)
