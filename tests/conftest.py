@@ -2,6 +2,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# Under pytest-xdist (`make test` runs 2 workers), split the cores between the workers for
+# OpenMP (eager torch, and the processes tests start): torch's OpenMP threads spin while they
+# wait. With a thread per core in each of two workers the torch pass took 528 s (546 s in one
+# process); split, 478 s (2026-12-04, 2 cores). TF and XLA size their own thread pools.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
 
 import json
 
