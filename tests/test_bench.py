@@ -1,0 +1,46 @@
+"""The benchmark's allocator settings and its table (the timed runs live in benchmarks/, not here)."""
+
+import importlib.util
+import os
+import platform
+
+import pytest
+
+_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "bench.py")
+_spec = importlib.util.spec_from_file_location("bench", _PATH)
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def test_default_malloc_keeps_the_environment():
+    environ = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0", "X": "1"}
+    env = bench.malloc_environment("default", environ)
+    assert env == environ and env is not environ
+
+
+@pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc", reason="the tuned setting is glibc's (this is not glibc)"
+)
+def test_tuned_malloc_puts_the_tunables_before_the_users():
+    env = bench.malloc_environment("tuned", {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"})
+    # glibc applies tunables left to right: the user's own entry comes last and wins
+    assert env["GLIBC_TUNABLES"] == bench.TUNED_MALLOC + ":glibc.malloc.hugetlb=0"
+    assert bench.malloc_environment("tuned", {})["GLIBC_TUNABLES"] == bench.TUNED_MALLOC
+    # the module docstring (the --help text) spells out the same string
+    assert bench.TUNED_MALLOC.replace(":", "") in bench.__doc__.replace("\n", "").replace(" ", "").replace(":", "")
+
+
+def test_unknown_malloc_setting_is_refused():
+    with pytest.raises(ValueError, match="--malloc must be one of"):
+        bench.malloc_environment("jemalloc", {})
+
+
+def test_table_has_one_row_per_malloc_setting():
+    rows = [
+        dict(model="t", mode="train", dtype="float32", malloc="default", impl="keras-jax", images_per_s=2.0),
+        dict(model="t", mode="train", dtype="float32", malloc="tuned", impl="keras-jax", images_per_s=3.0),
+        dict(model="t", mode="train", dtype="float32", malloc="tuned", impl="hf-torch", error="boom"),
+    ]
+    lines = bench.markdown_table(rows).splitlines()
+    assert lines[0] == "| model | mode | dtype | malloc | keras-jax | hf-torch |"
+    assert lines[2:] == ["| t | train | float32 | default | 2.00 |  |", "| t | train | float32 | tuned | 3.00 | n/a |"]
