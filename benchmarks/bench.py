@@ -337,8 +337,7 @@ def measure_group(impls, model, mode, dtype, args, env, malloc="default"):
             workers.pop(impl).close()
         r = results[impl]
         if r.get("times_s") and "error" not in r:
-            times = sorted(r["times_s"])
-            r.update(median_s=times[len(times) // 2], images_per_s=r["batch"] / times[len(times) // 2])
+            r.update(median_s=_median(r["times_s"]), images_per_s=r["batch"] / _median(r["times_s"]))
         print(_row(r), flush=True)
 
     try:
@@ -433,12 +432,16 @@ def _versions():
     return found
 
 
+def _median(values):
+    """The middle value (the upper one of an even count), as the table has always used."""
+    return sorted(values)[len(values) // 2]
+
+
 def _row(r):
     speed = f"{r['images_per_s']:.2f} img/s" if "images_per_s" in r else r.get("error", "?")
     if r.get("page_faults"):
-        faults = sorted(r["page_faults"])[len(r["page_faults"]) // 2]
-        system = sorted(r["system_s"])[len(r["system_s"]) // 2]
-        speed += f"  ({faults} page faults, {system:.2f} s system CPU per step)"
+        speed += (f"  ({_median(r['page_faults'])} page faults, "
+                  f"{_median(r['system_s']):.2f} s system CPU per step)")
     malloc = r.get("malloc", "default")
     return f"{r['model']:14s} {r['mode']:9s} {r['dtype']:8s} {malloc:8s} {r['impl']:20s} {speed}"
 
