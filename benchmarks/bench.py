@@ -209,6 +209,46 @@ def transparent_hugepages():
         return None
 
 
+#: Instruction sets that decide CPU matrix-product speed, float32 and bfloat16.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+
+
+def cpu_description(cpuinfo=None):
+    """The CPU's model name, family / model numbers and matrix-relevant ISA flags (Linux), or None.
+
+    Args:
+        cpuinfo: the text of `/proc/cpuinfo`; read from there when None.
+
+    Returns:
+        `{"name", "family", "model", "isa"}` from the first processor entry, `isa` the
+        `ISA_FLAGS` it lists; None where there is no `/proc/cpuinfo`. The same machine
+        name can be a different CPU from day to day: this is what tells runs apart.
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return None
+    fields = {}
+    for line in cpuinfo.split("\n\n")[0].splitlines():
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    flags = set(fields.get("flags", "").split())
+    return dict(name=fields.get("model name"), family=fields.get("cpu family"), model=fields.get("model"),
+                isa=[f for f in ISA_FLAGS if f in flags])
+
+
+def describe_cpu(cpu):
+    """One line for the log: model, numbers and ISA, and what the ISA means for bfloat16."""
+    if cpu is None:
+        return "CPU: unknown (no /proc/cpuinfo)"
+    bf16 = any(f in cpu["isa"] for f in ("avx512_bf16", "amx_bf16"))
+    isa = " ".join(cpu["isa"]) or "no AVX2 / AVX-512"
+    note = "" if bf16 else " (no bfloat16 instructions: bfloat16 matrix products have no hardware support)"
+    return f"CPU: {cpu['name']} (family {cpu['family']}, model {cpu['model']}): {isa}{note}"
+
+
 def worker(args):
     """One implementation in its own process, driven over stdin/stdout.
 
@@ -392,6 +432,8 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/<time>.json)")
     args = parser.parse_args(argv)
     environments = {m: malloc_environment(m, dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")) for m in args.malloc}
+    cpu = cpu_description()
+    print(describe_cpu(cpu), flush=True)
     results = []
     for model in args.models:
         for mode in args.modes:
@@ -400,7 +442,7 @@ def main(argv=None):
                     results += measure_group(args.impls, model, mode, dtype, args, env, malloc)
     report = dict(
         date=datetime.datetime.now().isoformat(timespec="seconds"),
-        machine=dict(platform=platform.platform(), processor=platform.processor(), cpus=os.cpu_count(),
+        machine=dict(platform=platform.platform(), cpu=cpu, cpus=os.cpu_count(),
                      python=platform.python_version(), libc=" ".join(platform.libc_ver()),
                      transparent_hugepages=transparent_hugepages()),
         settings=dict(warmup=args.warmup, repeats=args.repeats, threads=args.threads, pause_s=args.pause,

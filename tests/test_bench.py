@@ -49,3 +49,31 @@ def test_table_has_one_row_per_malloc_setting():
     lines = bench.markdown_table(rows).splitlines()
     assert lines[0] == "| model | mode | dtype | malloc | keras-jax | hf-torch |"
     assert lines[2:] == ["| t | train | float32 | default | 2.00 |  |", "| t | train | float32 | tuned | 3.00 | n/a |"]
+
+
+_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: {family}
+model\t\t: {model}
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx fma avx2 {extra}
+
+processor\t: 1
+model name\t: another entry, ignored
+flags\t\t: amx_bf16
+"""
+
+
+def test_cpu_description_tells_a_zen3_from_a_zen4():
+    zen3 = bench.cpu_description(_CPUINFO.format(family=25, model=1, extra="vaes"))
+    zen4 = bench.cpu_description(
+        _CPUINFO.format(family=25, model=17, extra="avx512f avx512_vnni avx512_bf16")
+    )
+    assert zen3 == dict(name="AMD EPYC", family="25", model="1", isa=["avx2", "fma"])
+    assert zen4["model"] == "17"
+    assert zen4["isa"] == ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"]
+    assert "no bfloat16 instructions" in bench.describe_cpu(zen3)
+    assert bench.describe_cpu(zen4) == (
+        "CPU: AMD EPYC (family 25, model 17): avx2 fma avx512f avx512_vnni avx512_bf16"
+    )
+    assert bench.describe_cpu(None).startswith("CPU: unknown")
