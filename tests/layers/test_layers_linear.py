@@ -45,3 +45,27 @@ def test_linear_bias_at_call_time():
         Linear(4)(x, bias=bias)
     with pytest.raises(ValueError, match="without bias and activation"):
         Linear(4, use_bias=False, activation="relu")(x, bias=bias)
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_linear_equals_dense_under_mixed_bfloat16(use_bias):
+    # on torch the cast kernel is re-laid out row-major: same values as Dense
+    x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
+    linear = Linear(6, use_bias=use_bias, dtype="mixed_bfloat16")
+    dense = keras.layers.Dense(6, use_bias=use_bias, dtype="mixed_bfloat16")
+    linear.build(x.shape)
+    dense.build(x.shape)
+    rng = np.random.default_rng(1)
+    weights = [rng.normal(size=w.shape).astype("float32") for w in dense.get_weights()]
+    linear.set_weights(weights)
+    dense.set_weights(weights)
+    out = linear(x)
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    expected = keras.ops.convert_to_numpy(keras.ops.cast(dense(x), "float32"))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(keras.ops.cast(out, "float32")), expected, rtol=2e-2, atol=2e-2
+    )
+    if not use_bias:
+        bias = rng.normal(size=(6,)).astype("float32")
+        with_bias = keras.ops.convert_to_numpy(keras.ops.cast(linear(x, bias=bias), "float32"))
+        np.testing.assert_allclose(with_bias, expected + bias, rtol=3e-2, atol=3e-2)
