@@ -377,7 +377,8 @@ def measure_group(impls, model, mode, dtype, args, env, malloc="default"):
             workers.pop(impl).close()
         r = results[impl]
         if r.get("times_s") and "error" not in r:
-            r.update(median_s=_median(r["times_s"]), images_per_s=r["batch"] / _median(r["times_s"]))
+            median = _median(r["times_s"])
+            r.update(median_s=median, images_per_s=r["batch"] / median)
         print(_row(r), flush=True)
 
     try:
