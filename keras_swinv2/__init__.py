@@ -1,25 +1,27 @@
 """keras-swinv2: the Swin Transformer V2 family for Keras 3 (TensorFlow, JAX, PyTorch)."""
 
 from keras_swinv2 import distribute, layers, simmim, training
-from keras_swinv2.data import decode_predictions, imagenet_classes, preprocess_input
-from keras_swinv2.models import (
+from keras_swinv2.applications import (
     SwinV2,
     SwinV2Base,
     SwinV2Giant,
     SwinV2Huge,
     SwinV2Large,
-    SwinV2Model,
     SwinV2Small,
     SwinV2Tiny,
 )
+from keras_swinv2.data import decode_predictions, imagenet_classes, preprocess_input
+from keras_swinv2.models import SwinV2Backbone
 from keras_swinv2.simmim import SwinV2SimMIM
+from keras_swinv2.tasks import SwinV2ImageClassifier
 from keras_swinv2.training import set_trainable, swinv2_adamw
 from keras_swinv2.version import __version__
-from keras_swinv2.weights import load_weights
+from keras_swinv2.weights import copy_encoder_weights, load_weights
 
 __all__ = [
     "SwinV2",
-    "SwinV2Model",
+    "SwinV2Backbone",
+    "SwinV2ImageClassifier",
     "SwinV2Tiny",
     "SwinV2Small",
     "SwinV2Base",
@@ -27,6 +29,7 @@ __all__ = [
     "SwinV2Huge",
     "SwinV2Giant",
     "SwinV2SimMIM",
+    "copy_encoder_weights",
     "distribute",
     "layers",
     "set_trainable",

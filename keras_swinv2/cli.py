@@ -137,7 +137,7 @@ def demo(args):
     from keras_swinv2.data import pipeline
 
     images, labels = next(iter(data.validation.batch(args.show)))
-    batch = next(iter(pipeline.validation_batches(data, model.image_shape[0], args.show, config.crop_ratio)))[0]
+    batch = next(iter(pipeline.validation_batches(data, model.backbone.image_shape[0], args.show, config.crop_ratio)))[0]
     probs = keras.ops.convert_to_numpy(model.predict(batch, verbose=0))
     print(f"\nHeld-out digits classified by the saved model ({args.output}/best.keras):")
     pixels = images.numpy()[..., 0]
@@ -169,7 +169,7 @@ def predict(args):
     input_shape = (args.image_size, args.image_size, 3) if args.image_size else None
     builder = getattr(keras_swinv2, f"SwinV2{args.model.capitalize()}")
     model = builder(weights=args.weights, input_shape=input_shape, **overrides)
-    size = model.image_shape[0]
+    size = model.backbone.image_shape[0]
     crop = True
     if not _is_file_path(args.weights):
         checkpoint = find_checkpoint(args.model, args.weights, args.window_size, args.image_size)

@@ -21,6 +21,8 @@ module needs only Keras.
 import collections
 
 import keras
+
+from keras_swinv2 import backend
 from keras.distribution import TensorLayout
 
 
@@ -86,11 +88,7 @@ def shard_optimizer_state(optimizer, axis_name=None):
     >>> optimizer = shard_optimizer_state(keras_swinv2.swinv2_adamw(model, 1e-3))
     >>> model.compile(optimizer, loss="sparse_categorical_crossentropy")
     """
-    if keras.backend.backend() != "jax":
-        raise ValueError(
-            f"shard_optimizer_state needs the JAX backend (keras.distribution shards only on JAX); "
-            f"the backend is {keras.backend.backend()!r}."
-        )
+    backend.require("jax", "shard_optimizer_state (keras.distribution shards only on JAX)")
     target = getattr(optimizer, "inner_optimizer", optimizer)
     if target.built:
         raise ValueError("shard_optimizer_state needs an optimizer that is not built yet (call it before `fit`).")

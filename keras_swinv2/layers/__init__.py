@@ -1,8 +1,9 @@
 """SwinV2 building blocks, one mechanism per module (in data-path order)."""
 
-from keras_swinv2.layers.attention import WindowAttention, l2_normalize
+from keras_swinv2.backend import l2_normalize
+from keras_swinv2.layers.attention import WindowAttention
+from keras_swinv2.layers.block import BlockOptions, DropPath, Mlp, SwinV2Block
 from keras_swinv2.layers.linear import Linear
-from keras_swinv2.layers.block import DropPath, Mlp, SwinV2Block, effective_window
 from keras_swinv2.layers.patch_embedding import PatchEmbedding
 from keras_swinv2.layers.patch_merging import PatchMerging
 from keras_swinv2.layers.position_bias import (
@@ -15,9 +16,11 @@ from keras_swinv2.layers.position_bias import (
 )
 from keras_swinv2.layers.stage import SwinV2Stage
 from keras_swinv2.layers.windows import (
+    effective_window,
     region_mask,
     shifted_window_mask,
     shifted_window_regions,
+    stage_geometry,
     window_merge,
     window_partition,
 )

@@ -1,15 +1,21 @@
 """The Swin Transformer block: shifted-window attention and an MLP, each residual."""
 
-import math
+import dataclasses
 
 import keras
 from keras import ops
 
-from keras_swinv2.layers.attention import WindowAttention, apply_dropout
+from keras_swinv2 import backend
+from keras_swinv2.layers.attention import (
+    ATTENTION_TYPES,
+    POSITION_BIAS_TYPES,
+    WindowAttention,
+    apply_dropout,
+)
 from keras_swinv2.layers.linear import Linear
 from keras_swinv2.layers.patch_embedding import LAYER_NORM_EPSILON
-from keras_swinv2.layers.remat import remat
 from keras_swinv2.layers.windows import (
+    effective_window,
     pad_to_multiple,
     region_mask,
     shifted_window_regions,
@@ -17,7 +23,115 @@ from keras_swinv2.layers.windows import (
     window_partition,
 )
 
-NORM_TYPES = ("post", "pre")
+NORM_POSITIONS = ("post", "pre")
+
+
+def _check_rate(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a float in [0, 1); got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockOptions:
+    """What describes a SwinV2 block besides its width, heads and place in the stage.
+
+    One instance is built by the backbone and shared by every stage and block,
+    validated once here.
+
+    Attributes:
+        mlp_ratio: float, MLP hidden width relative to the block's channels.
+        qkv_bias: bool, learn biases for q and v.
+        key_bias: bool, learn a bias for k too (Swin V1).
+        attention: "cosine" (V2 scaled cosine attention) or "dot" (V1).
+        position_bias: "log_cpb" (V2), "linear_cpb" or "table" (V1).
+        norm_position: "post" (V2 res-post-norm, LayerNorms after each
+            residual branch, initialised to zero) or "pre" (V1).
+        dropout_rate: float, dropout in the MLP and after the attention
+            projection.
+        attention_dropout_rate: float, dropout on attention probabilities.
+        gradient_checkpointing: bool, in training keep only each block's input
+            for the backward pass and recompute its activations there
+            (`keras_swinv2.backend.remat`). Stochastic-depth masks are drawn
+            outside the recomputed function; dropout inside it cannot be
+            recomputed identically, so it needs both dropout rates 0.
+        attention_chunk_size: int, 0 to attend all windows at once; otherwise
+            the windows of each image go through attention in sequential
+            chunks of at most this many windows (outputs identical, the
+            `(windows, heads, N, N)` buffer capped). Needs a static resolution.
+    """
+
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    key_bias: bool = False
+    attention: str = "cosine"
+    position_bias: str = "log_cpb"
+    norm_position: str = "post"
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    gradient_checkpointing: bool = False
+    attention_chunk_size: int = 0
+
+    def __post_init__(self):
+        if self.attention not in ATTENTION_TYPES:
+            raise ValueError(f"attention must be one of {ATTENTION_TYPES}; got {self.attention!r}.")
+        if self.position_bias not in POSITION_BIAS_TYPES:
+            raise ValueError(
+                f"position_bias must be one of {POSITION_BIAS_TYPES}; got {self.position_bias!r}."
+            )
+        if self.norm_position not in NORM_POSITIONS:
+            raise ValueError(
+                f"norm_position must be one of {NORM_POSITIONS}; got {self.norm_position!r}."
+            )
+        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)) or self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be a number > 0; got {self.mlp_ratio!r}.")
+        _check_rate("dropout_rate", self.dropout_rate)
+        _check_rate("attention_dropout_rate", self.attention_dropout_rate)
+        chunk = self.attention_chunk_size
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
+            raise ValueError(f"attention_chunk_size must be an int >= 0; got {chunk!r}.")
+        if self.gradient_checkpointing and (self.dropout_rate or self.attention_dropout_rate):
+            # remat re-runs the block in the backward pass: on TF and torch a Keras seed
+            # generator advances in between (different masks, wrong gradients); on JAX its
+            # state update inside jax.checkpoint leaks a tracer.
+            raise ValueError(
+                "gradient_checkpointing=True needs dropout_rate=0 and attention_dropout_rate=0 "
+                f"(dropout inside a recomputed block cannot be replayed); got dropout_rate="
+                f"{self.dropout_rate}, attention_dropout_rate={self.attention_dropout_rate}. "
+                "Stochastic depth (drop_path_rate) is supported."
+            )
+
+    @classmethod
+    def fields(cls):
+        """The option names, in order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def split(cls, kwargs):
+        """Separates option keywords from others: `(BlockOptions, remaining kwargs)`."""
+        names = cls.fields()
+        options = cls(**{k: kwargs[k] for k in names if k in kwargs})
+        return options, {k: v for k, v in kwargs.items() if k not in names}
+
+    def get_config(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def resolve_options(options, overrides):
+    """A `BlockOptions` from an instance, a config dict or None, plus keyword overrides."""
+    if options is None:
+        options = BlockOptions()
+    elif isinstance(options, dict):
+        options = BlockOptions.from_config(options)
+    elif not isinstance(options, BlockOptions):
+        raise TypeError(f"options must be a BlockOptions or a dict; got {type(options).__name__}.")
+    names = BlockOptions.fields()
+    changed = {k: v for k, v in overrides.items() if k in names}
+    rest = {k: v for k, v in overrides.items() if k not in names}
+    return (dataclasses.replace(options, **changed) if changed else options), rest
 
 
 @keras.saving.register_keras_serializable(package="keras_swinv2")
@@ -72,19 +186,6 @@ class DropPath(keras.layers.Layer):
         return config
 
 
-def gelu(x):
-    """Exact GELU, `x * Phi(x)` with `Phi` the standard normal CDF; any shape.
-
-    On JAX it is written `0.5 * x * (1 + erf(x / sqrt(2)))`, PyTorch's formula:
-    `jax.nn.gelu` goes through `erfc`, whose XLA expansion (two branches and an
-    exp) took 0.30 s of SwinV2-T's 2.26 s forward + backward on CPU, `erf` 0.21 s.
-    Elsewhere it is `keras.activations.gelu`, which already has that form.
-    """
-    if keras.backend.backend() == "jax":
-        return 0.5 * x * (1.0 + ops.erf(x * math.sqrt(0.5)))
-    return keras.activations.gelu(x, approximate=False)
-
-
 @keras.saving.register_keras_serializable(package="keras_swinv2")
 class Mlp(keras.layers.Layer):
     """Dense(hidden) -> GELU -> Dropout -> Dense(dim) -> Dropout.
@@ -92,24 +193,24 @@ class Mlp(keras.layers.Layer):
     Input/output shape: `(..., dim)`.
     """
 
-    def __init__(self, dim, hidden_dim, drop=0.0, **kwargs):
+    def __init__(self, dim, hidden_dim, dropout_rate=0.0, **kwargs):
         super().__init__(**kwargs)
         self.dim = dim
         self.hidden_dim = hidden_dim
-        self.drop = drop
+        self.dropout_rate = dropout_rate
         init = keras.initializers.TruncatedNormal(stddev=0.02)
         self.fc1 = Linear(
             hidden_dim, kernel_initializer=init, dtype=self.dtype_policy, name="fc1"
         )
         self.fc2 = Linear(dim, kernel_initializer=init, dtype=self.dtype_policy, name="fc2")
-        self.dropout = keras.layers.Dropout(drop, dtype=self.dtype_policy)
+        self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.fc1.build((None, self.dim))
         self.fc2.build((None, self.hidden_dim))
 
     def call(self, x, training=None):
-        x = apply_dropout(self.dropout, gelu(self.fc1(x)), training)
+        x = apply_dropout(self.dropout, backend.gelu(self.fc1(x)), training)
         return apply_dropout(self.dropout, self.fc2(x), training)
 
     def compute_output_shape(self, input_shape):
@@ -117,28 +218,8 @@ class Mlp(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(dim=self.dim, hidden_dim=self.hidden_dim, drop=self.drop)
+        config.update(dim=self.dim, hidden_dim=self.hidden_dim, dropout_rate=self.dropout_rate)
         return config
-
-
-def effective_window(resolution, window_size, shift_size):
-    """Window and shift a block really uses at a given feature-map resolution.
-
-    The official rule: when the smaller side of the map fits in one window,
-    the window shrinks to that side and the shift is 0. Unknown (dynamic)
-    resolutions keep the requested window and shift.
-
-    Args:
-        resolution: `(height, width)`, entries may be None.
-        window_size: int, requested window side.
-        shift_size: int, requested shift.
-
-    Returns:
-        `(window, shift)` ints.
-    """
-    if None not in resolution and min(resolution) <= window_size:
-        return int(min(resolution)), 0
-    return window_size, shift_size
 
 
 def largest_divisor(n, limit):
@@ -146,49 +227,16 @@ def largest_divisor(n, limit):
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
-def map_sequentially(function, elements):
-    """`keras.ops.map` with one iteration at a time on every backend.
-
-    TensorFlow's `map_fn` (behind `ops.map`) runs up to 10 iterations in
-    parallel, which would keep 10 chunks' buffers alive at once.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return ops.map(function, elements)
-    import tensorflow as tf
-
-    first = tf.nest.map_structure(lambda x: x[0], elements)
-    signature = tf.TensorSpec.from_tensor(function(first))
-    return tf.map_fn(function, elements, fn_output_signature=signature, parallel_iterations=1)
-
-
-def check_checkpointing(gradient_checkpointing, drop, attn_drop):
-    """Refuses dropout inside recomputed blocks.
-
-    `remat` re-runs the block in the backward pass. On TensorFlow and
-    PyTorch a Keras seed generator advances in between, so the recomputed
-    dropout masks would differ from the forward pass (wrong gradients); on JAX
-    the generator's state update inside `jax.checkpoint` leaks a tracer.
-    Stochastic depth is fine: its masks are drawn outside the recomputation.
-    The official SwinV2 recipes use no dropout (only stochastic depth).
-    """
-    if gradient_checkpointing and (drop or attn_drop):
-        raise ValueError(
-            "gradient_checkpointing=True needs drop=0 and attn_drop=0 (drop_rate and "
-            f"attn_drop_rate on the model); got drop={drop}, attn_drop={attn_drop}. "
-            "Stochastic depth (drop_path) is supported."
-        )
-
-
 @keras.saving.register_keras_serializable(package="keras_swinv2")
 class SwinV2Block(keras.layers.Layer):
     """One Swin Transformer block on a `(batch, height, width, dim)` token map.
 
-    Data path (V2, `norm="post"`):
+    Data path (V2, `norm_position="post"`):
         pad to a window multiple (zeros, bottom/right) -> cyclic shift by
         `-shift` -> window partition -> WindowAttention (+ shift mask) ->
         merge -> unshift -> crop the padding;
         `x = x + DropPath(LN(attn(x)))`, then `x = x + DropPath(LN(mlp(x)))`.
-    With `norm="pre"` (V1) the norms move in front of the branches:
+    With `norm_position="pre"` (V1) the norms move in front of the branches:
         `x = x + DropPath(attn(LN(x)))`, `x = x + DropPath(mlp(LN(x)))`.
 
     Padded tokens are zeros that take part in attention unmasked (the
@@ -203,27 +251,14 @@ class SwinV2Block(keras.layers.Layer):
         window_size: int, requested window side.
         shift_size: int, requested cyclic shift (0 for regular windows).
         pretrained_window_size: int, see `ContinuousPositionBias`.
-        mlp_ratio: float, MLP hidden width relative to `dim`.
-        qkv_bias, key_bias, attention, position_bias: see `WindowAttention`.
-        drop: float, dropout in the MLP and after the attention projection.
-        attn_drop: float, dropout on attention probabilities.
-        drop_path: float, stochastic depth rate of both residual branches.
-        norm: "post" (V2 res-post-norm, LayerNorms initialised to zero) or
-            "pre" (V1).
+        drop_path_rate: float, stochastic depth rate of both residual branches.
         extra_norm: bool, apply one more LayerNorm to the block's output (the
             main-branch norm SwinV2-H/G use every 6 blocks).
-        gradient_checkpointing: bool, in training keep only the block's input
-            for the backward pass and recompute its activations there
-            (`keras_swinv2.layers.remat.remat`). The stochastic-depth masks
-            are drawn outside the recomputed function, so gradients equal the
-            plain block's. Dropout
-            inside the block (`drop`, `attn_drop`) cannot be recomputed
-            identically and is refused (see `check_checkpointing`).
-        attention_chunk_size: int, 0 to attend all windows at once; otherwise
-            the windows of each image go through attention in sequential
-            chunks of at most this many windows (the largest divisor of the
-            window count that fits), which caps the `(windows, heads, N, N)`
-            attention buffer. Outputs are identical. Needs a static resolution.
+        options: `BlockOptions` (or its config dict): attention kind, position
+            bias, norm position, MLP ratio, biases, dropout, gradient
+            checkpointing, sequential attention. Its fields may also be given
+            as keywords (`SwinV2Block(32, 2, norm_position="pre")`), which
+            override `options`.
 
     Input/output shape: `(batch, height, width, dim)`.
     """
@@ -235,51 +270,30 @@ class SwinV2Block(keras.layers.Layer):
         window_size=8,
         shift_size=0,
         pretrained_window_size=0,
-        mlp_ratio=4.0,
-        qkv_bias=True,
-        key_bias=False,
-        attention="cosine",
-        position_bias="log_cpb",
-        drop=0.0,
-        attn_drop=0.0,
-        drop_path=0.0,
-        norm="post",
+        drop_path_rate=0.0,
         extra_norm=False,
-        gradient_checkpointing=False,
-        attention_chunk_size=0,
+        options=None,
         **kwargs,
     ):
+        options, kwargs = resolve_options(options, kwargs)
         super().__init__(**kwargs)
-        if norm not in NORM_TYPES:
-            raise ValueError(f"norm must be one of {NORM_TYPES}; got {norm!r}.")
         if window_size < 1:
             raise ValueError(f"window_size must be >= 1; got {window_size}.")
         if not 0 <= shift_size < window_size:
             raise ValueError(
                 f"shift_size must be in [0, window_size={window_size}); got {shift_size}."
             )
+        _check_rate("drop_path_rate", drop_path_rate)
         self.dim = dim
         self.num_heads = num_heads
         self.window_size = window_size
         self.shift_size = shift_size
         self.pretrained_window_size = pretrained_window_size
-        self.mlp_ratio = mlp_ratio
-        self.qkv_bias = qkv_bias
-        self.key_bias = key_bias
-        self.attention = attention
-        self.position_bias = position_bias
-        self.drop = drop
-        self.attn_drop = attn_drop
-        self.drop_path = drop_path
-        self.norm = norm
+        self.drop_path_rate = drop_path_rate
         self.extra_norm = extra_norm
-        self.gradient_checkpointing = gradient_checkpointing
-        self.attention_chunk_size = attention_chunk_size
-        check_checkpointing(gradient_checkpointing, drop, attn_drop)
-        if attention_chunk_size < 0:
-            raise ValueError(f"attention_chunk_size must be >= 0; got {attention_chunk_size}.")
+        self.options = options
 
-        gamma = "zeros" if norm == "post" else "ones"
+        gamma = "zeros" if options.norm_position == "post" else "ones"
         self.norm1 = keras.layers.LayerNormalization(
             epsilon=LAYER_NORM_EPSILON, gamma_initializer=gamma, dtype=self.dtype_policy, name="norm1"
         )
@@ -293,8 +307,14 @@ class SwinV2Block(keras.layers.Layer):
             if extra_norm
             else None
         )
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop, dtype=self.dtype_policy, name="mlp")
-        self.drop_path_layer = DropPath(drop_path, dtype=self.dtype_policy)
+        self.mlp = Mlp(
+            dim,
+            int(dim * options.mlp_ratio),
+            dropout_rate=options.dropout_rate,
+            dtype=self.dtype_policy,
+            name="mlp",
+        )
+        self.drop_path_layer = DropPath(drop_path_rate, dtype=self.dtype_policy)
         # Set in build(), once the input resolution is known.
         self.attn = None
         self.window, self.shift = window_size, shift_size
@@ -306,28 +326,29 @@ class SwinV2Block(keras.layers.Layer):
                 f"SwinV2Block expects tokens of shape (batch, height, width, {self.dim}); "
                 f"got {tuple(input_shape)}."
             )
+        options = self.options
         self.window, self.shift = effective_window(
             tuple(input_shape[1:3]), self.window_size, self.shift_size
         )
-        if self.attention_chunk_size:
+        if options.attention_chunk_size:
             if None in tuple(input_shape[1:3]):
                 raise ValueError(
                     "attention_chunk_size needs a static resolution; got input shape "
                     f"{tuple(input_shape)}."
                 )
             rows, cols = (-(-side // self.window) for side in input_shape[1:3])
-            self.chunk = largest_divisor(rows * cols, self.attention_chunk_size)
+            self.chunk = largest_divisor(rows * cols, options.attention_chunk_size)
         self.attn = WindowAttention(
             self.dim,
             self.num_heads,
             self.window,
             pretrained_window_size=self.pretrained_window_size,
-            attention=self.attention,
-            position_bias=self.position_bias,
-            qkv_bias=self.qkv_bias,
-            key_bias=self.key_bias,
-            attn_drop=self.attn_drop,
-            proj_drop=self.drop,
+            attention=options.attention,
+            position_bias=options.position_bias,
+            qkv_bias=options.qkv_bias,
+            key_bias=options.key_bias,
+            attention_dropout_rate=options.attention_dropout_rate,
+            dropout_rate=options.dropout_rate,
             dtype=self.dtype_policy,
             name="attn",
         )
@@ -367,9 +388,9 @@ class SwinV2Block(keras.layers.Layer):
         chunks = ops.reshape(windows, (-1, steps, self.chunk, n, self.dim))
         chunks = ops.reshape(ops.transpose(chunks, (1, 0, 2, 3, 4)), (steps, -1, n, self.dim))
         if regions is None:
-            out = map_sequentially(lambda c: self.attn(c, bias=bias, training=training), chunks)
+            out = backend.map_sequentially(lambda c: self.attn(c, bias=bias, training=training), chunks)
         else:
-            out = map_sequentially(
+            out = backend.map_sequentially(
                 lambda args: self.attn(
                     args[0], attention_mask=region_mask(args[1]), bias=bias, training=training
                 ),
@@ -384,7 +405,7 @@ class SwinV2Block(keras.layers.Layer):
         def residual(branch, scale):
             return branch if scale is None else branch * scale
 
-        if self.norm == "post":
+        if self.options.norm_position == "post":
             x = x + residual(self.norm1(self._shifted_window_attention(x, training)), scales[0])
             x = x + residual(self.norm2(self.mlp(x, training=training)), scales[1])
         else:
@@ -397,7 +418,7 @@ class SwinV2Block(keras.layers.Layer):
     def call(self, x, training=None):
         # Random masks are drawn here, never inside a recomputed function.
         scales = [self.drop_path_layer.sample(x, training) for _ in range(2)]
-        if not (self.gradient_checkpointing and training):
+        if not (self.options.gradient_checkpointing and training):
             return self._forward(x, scales, training)
         drawn = [s for s in scales if s is not None]
 
@@ -405,7 +426,7 @@ class SwinV2Block(keras.layers.Layer):
             given = iter(drawn)
             return self._forward(x, [None if s is None else next(given) for s in scales], training)
 
-        return remat(forward)(x, *drawn)
+        return backend.remat(forward)(x, *drawn)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -418,17 +439,8 @@ class SwinV2Block(keras.layers.Layer):
             window_size=self.window_size,
             shift_size=self.shift_size,
             pretrained_window_size=self.pretrained_window_size,
-            mlp_ratio=self.mlp_ratio,
-            qkv_bias=self.qkv_bias,
-            key_bias=self.key_bias,
-            attention=self.attention,
-            position_bias=self.position_bias,
-            drop=self.drop,
-            attn_drop=self.attn_drop,
-            drop_path=self.drop_path,
-            norm=self.norm,
+            drop_path_rate=self.drop_path_rate,
             extra_norm=self.extra_norm,
-            gradient_checkpointing=self.gradient_checkpointing,
-            attention_chunk_size=self.attention_chunk_size,
+            options=self.options.get_config(),
         )
         return config

@@ -7,6 +7,8 @@ from keras_swinv2.layers.linear import Linear
 from keras_swinv2.layers.patch_embedding import LAYER_NORM_EPSILON
 from keras_swinv2.layers.windows import pad_to_multiple
 
+PATCH_MERGING_VERSIONS = ("v2", "v1")
+
 
 @keras.saving.register_keras_serializable(package="keras_swinv2")
 class PatchMerging(keras.layers.Layer):
@@ -20,17 +22,17 @@ class PatchMerging(keras.layers.Layer):
 
     Args:
         dim: int, input channels C.
-        version: 2 (SwinV2) or 1 (Swin V1).
+        version: "v2" (SwinV2) or "v1" (Swin V1).
         out_dim: int, output channels (default 2C).
 
     Input shape: `(batch, height, width, dim)`.
     Output shape: `(batch, ceil(height / 2), ceil(width / 2), out_dim)`.
     """
 
-    def __init__(self, dim, version=2, out_dim=None, **kwargs):
+    def __init__(self, dim, version="v2", out_dim=None, **kwargs):
         super().__init__(**kwargs)
-        if version not in (1, 2):
-            raise ValueError(f"version must be 1 or 2; got {version!r}.")
+        if version not in PATCH_MERGING_VERSIONS:
+            raise ValueError(f"version must be one of {PATCH_MERGING_VERSIONS}; got {version!r}.")
         self.dim = dim
         self.version = version
         self.out_dim = out_dim or 2 * dim
@@ -52,14 +54,14 @@ class PatchMerging(keras.layers.Layer):
                 f"got {tuple(input_shape)}."
             )
         self.reduction.build((None, 4 * self.dim))
-        self.norm.build((None, self.out_dim if self.version == 2 else 4 * self.dim))
+        self.norm.build((None, self.out_dim if self.version == "v2" else 4 * self.dim))
 
     def call(self, x):
         x, _, _ = pad_to_multiple(x, 2)
         x = ops.concatenate(
             [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1
         )
-        if self.version == 1:
+        if self.version == "v1":
             return self.reduction(self.norm(x))
         return self.norm(self.reduction(x))
 

@@ -12,22 +12,10 @@ import numpy as np
 import keras
 from keras import ops
 
+from keras_swinv2 import backend
 from keras_swinv2.layers.windows import to_pair
 
 CPB_MODES = ("log", "linear")
-
-
-def _constant(array):
-    """Holds a numpy constant the way the backend traces best.
-
-    TensorFlow and JAX embed numpy arrays into their graphs as they are. On
-    torch, a numpy attribute read inside `forward` stops `torch.compile`'s
-    tracer (one graph break per layer, each resumed frame recompiled per
-    layer instance), so the array becomes a torch tensor on Keras' device.
-    """
-    if keras.backend.backend() == "torch":
-        return ops.convert_to_tensor(array)
-    return array
 
 
 def relative_position_index(window_size):
@@ -114,10 +102,10 @@ class ContinuousPositionBias(keras.layers.Layer):
         self.pretrained_window_size = to_pair(pretrained_window_size)
         self.mode = mode
         self.hidden_dim = hidden_dim
-        self.coords = _constant(
+        self.coords = backend.constant(
             relative_coords_table(self.window_size, self.pretrained_window_size, mode)
         )
-        self.index = _constant(relative_position_index(self.window_size))
+        self.index = backend.constant(relative_position_index(self.window_size))
         float32 = self.dtype_policy.variable_dtype
         self.fc1 = keras.layers.Dense(hidden_dim, activation="relu", dtype=float32, name="fc1")
         self.fc2 = keras.layers.Dense(num_heads, use_bias=False, dtype=float32, name="fc2")
@@ -159,7 +147,7 @@ class RelativePositionBiasTable(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.window_size = to_pair(window_size)
-        self.index = _constant(relative_position_index(self.window_size))
+        self.index = backend.constant(relative_position_index(self.window_size))
 
     def build(self, input_shape=None):
         wh, ww = self.window_size

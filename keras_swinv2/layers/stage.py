@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_swinv2.layers.block import SwinV2Block
+from keras_swinv2.layers.block import SwinV2Block, resolve_options
 from keras_swinv2.layers.patch_merging import PatchMerging
 
 
@@ -20,14 +20,16 @@ class SwinV2Stage(keras.layers.Layer):
         depth: int, number of blocks.
         num_heads: int.
         window_size: int.
+        pretrained_window_size: int, window the position bias was trained at
+            (0: none), see `ContinuousPositionBias`.
         downsample: bool, start with a PatchMerging from `dim // 2` channels.
-        patch_merging: 2 (V2) or 1 (V1) merging.
-        drop_path: float or list of `depth` floats, per-block stochastic depth.
+        patch_merging: "v2" or "v1" merging.
+        drop_path_rates: float or list of `depth` floats, per-block stochastic
+            depth.
         extra_norm_period: int, if > 0, blocks whose 1-based index in the stage
             is a multiple of it end with an extra LayerNorm (SwinV2-H/G).
-        **block_kwargs: passed to every `SwinV2Block` (pretrained_window_size,
-            mlp_ratio, qkv_bias, key_bias, attention, position_bias, drop,
-            attn_drop, norm, gradient_checkpointing, attention_chunk_size).
+        options: `BlockOptions` shared by every block (or its config dict);
+            its fields may also be given as keywords.
 
     Input shape: `(batch, height, width, dim // 2)` with `downsample`, else
         `(batch, height, width, dim)`.
@@ -41,34 +43,34 @@ class SwinV2Stage(keras.layers.Layer):
         depth,
         num_heads,
         window_size=8,
+        pretrained_window_size=0,
         downsample=False,
-        patch_merging=2,
-        drop_path=0.0,
+        patch_merging="v2",
+        drop_path_rates=0.0,
         extra_norm_period=0,
+        options=None,
         **kwargs,
     ):
-        block_keys = (
-            "pretrained_window_size", "mlp_ratio", "qkv_bias", "key_bias", "attention",
-            "position_bias", "drop", "attn_drop", "norm", "gradient_checkpointing",
-            "attention_chunk_size",
-        )
-        block_kwargs = {k: kwargs.pop(k) for k in block_keys if k in kwargs}
+        options, kwargs = resolve_options(options, kwargs)
         super().__init__(**kwargs)
-        self.block_kwargs = block_kwargs
-        if isinstance(drop_path, (int, float)):
-            drop_path = [float(drop_path)] * depth
-        if len(drop_path) != depth:
-            raise ValueError(f"drop_path needs {depth} rates (one per block); got {len(drop_path)}.")
+        if isinstance(drop_path_rates, (int, float)):
+            drop_path_rates = [float(drop_path_rates)] * depth
+        if len(drop_path_rates) != depth:
+            raise ValueError(
+                f"drop_path_rates needs {depth} rates (one per block); got {len(drop_path_rates)}."
+            )
         if downsample and dim % 2:
             raise ValueError(f"A downsampling stage needs an even dim; got {dim}.")
         self.dim = dim
         self.depth = depth
         self.num_heads = num_heads
         self.window_size = window_size
+        self.pretrained_window_size = pretrained_window_size
         self.downsample = downsample
         self.patch_merging = patch_merging
-        self.drop_path = [float(r) for r in drop_path]
+        self.drop_path_rates = [float(r) for r in drop_path_rates]
         self.extra_norm_period = extra_norm_period
+        self.options = options
         self.merge = (
             PatchMerging(dim // 2, version=patch_merging, dtype=self.dtype_policy, name="downsample")
             if downsample
@@ -80,11 +82,12 @@ class SwinV2Stage(keras.layers.Layer):
                 num_heads,
                 window_size=window_size,
                 shift_size=0 if i % 2 == 0 else window_size // 2,
-                drop_path=self.drop_path[i],
+                pretrained_window_size=pretrained_window_size,
+                drop_path_rate=self.drop_path_rates[i],
                 extra_norm=extra_norm_period > 0 and (i + 1) % extra_norm_period == 0,
+                options=options,
                 dtype=self.dtype_policy,
                 name=f"blocks_{i}",
-                **self.block_kwargs,
             )
             for i in range(depth)
         ]
@@ -116,10 +119,11 @@ class SwinV2Stage(keras.layers.Layer):
             depth=self.depth,
             num_heads=self.num_heads,
             window_size=self.window_size,
+            pretrained_window_size=self.pretrained_window_size,
             downsample=self.downsample,
             patch_merging=self.patch_merging,
-            drop_path=self.drop_path,
+            drop_path_rates=self.drop_path_rates,
             extra_norm_period=self.extra_norm_period,
-            **self.block_kwargs,
+            options=self.options.get_config(),
         )
         return config

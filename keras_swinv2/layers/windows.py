@@ -129,3 +129,56 @@ def shifted_window_mask(height, width, window_size, shift_size):
         Float32 tensor `(num_windows, wh * ww, wh * ww)`.
     """
     return region_mask(shifted_window_regions(height, width, window_size, shift_size))
+
+
+def effective_window(resolution, window_size, shift_size):
+    """Window and shift a block really uses at a given feature-map resolution.
+
+    The official rule: when the smaller side of the map fits in one window,
+    the window shrinks to that side and the shift is 0. Unknown (dynamic)
+    resolutions keep the requested window and shift.
+
+    Args:
+        resolution: `(height, width)`, entries may be None.
+        window_size: int, requested window side.
+        shift_size: int, requested shift.
+
+    Returns:
+        `(window, shift)` ints.
+    """
+    if None not in resolution and min(resolution) <= window_size:
+        return int(min(resolution)), 0
+    return window_size, shift_size
+
+
+def stage_geometry(image_size, window_size, num_stages=4, patch_size=4):
+    """Resolution, window and shift of every stage, as the model builds them.
+
+    The patch embedding pads to a multiple of `patch_size` and each patch
+    merging pads an odd side, so every division rounds up (at 200 px with
+    patch 4, stages see 50, 25, 13 and 7 tokens a side). This is the one
+    place that rule is written; the layers apply it through their shapes.
+
+    Args:
+        image_size: int or `(height, width)`; None entries for dynamic sizes.
+        window_size: int, requested window side.
+        num_stages: int.
+        patch_size: int.
+
+    Returns:
+        list of `num_stages` tuples `((height, width), window, shift)`, where
+        `shift` is that of the stage's odd (shifted) blocks.
+    """
+
+    def ceil_div(n, d):
+        return None if n is None else -(-n // d)
+
+    height, width = to_pair(image_size)
+    resolution = (ceil_div(height, patch_size), ceil_div(width, patch_size))
+    geometry = []
+    for i in range(num_stages):
+        if i > 0:
+            resolution = tuple(ceil_div(n, 2) for n in resolution)
+        window, shift = effective_window(resolution, window_size, window_size // 2)
+        geometry.append((resolution, window, shift))
+    return geometry

@@ -1,11 +1,4 @@
-from keras_swinv2.models.swinv2 import SwinV2Model
-from keras_swinv2.models.variants import (
-    VARIANTS,
-    SwinV2,
-    SwinV2Base,
-    SwinV2Giant,
-    SwinV2Huge,
-    SwinV2Large,
-    SwinV2Small,
-    SwinV2Tiny,
-)
+"""The SwinV2 backbone, the variants' architectures and presets."""
+
+from keras_swinv2.models.backbone import SwinV2Backbone
+from keras_swinv2.models.variants import VARIANTS

@@ -4,7 +4,6 @@ from keras_swinv2.simmim.masking import MaskGenerator
 from keras_swinv2.simmim.model import (
     MaskToken,
     SwinV2SimMIM,
-    copy_encoder_weights,
     masked_l1_loss,
     pixel_shuffle,
 )
@@ -15,7 +14,6 @@ __all__ = [
     "MaskToken",
     "PretrainConfig",
     "SwinV2SimMIM",
-    "copy_encoder_weights",
     "masked_l1_loss",
     "pixel_shuffle",
     "pretrain",

@@ -14,8 +14,9 @@ loss = sum(|images - rec| * pixel_mask) / (sum(pixel_mask) + 1e-5) / 3
 
 with `s = encoder_stride = patch_size * 2**(num_stages - 1)` (32 for four
 stages). The encoder's own layers are used, so pre-training updates the
-encoder in place: afterwards `model.encoder` is an ordinary `SwinV2Model`
-backbone to save or to move into a classifier with `copy_encoder_weights`.
+encoder in place: afterwards `model.encoder` is an ordinary `SwinV2Backbone`
+to save, or to put under a `SwinV2ImageClassifier` (or copy into another
+model with `keras_swinv2.weights.copy_encoder_weights`).
 """
 
 import numpy as np
@@ -23,14 +24,10 @@ import numpy as np
 import keras
 from keras import ops
 
-from keras_swinv2.layers.position_bias import (
-    relative_position_table_window,
-    resize_relative_position_table,
-)
-from keras_swinv2.models.swinv2 import SwinV2Model
+from keras_swinv2.models.backbone import SwinV2Backbone
 from keras_swinv2.simmim.masking import MaskGenerator
 
-__all__ = ["MaskToken", "SwinV2SimMIM", "copy_encoder_weights", "masked_l1_loss", "pixel_shuffle"]
+__all__ = ["MaskToken", "SwinV2SimMIM", "masked_l1_loss", "pixel_shuffle"]
 
 LOSS_EPSILON = 1e-5
 
@@ -148,15 +145,12 @@ class MaskToken(keras.layers.Layer):
 
 
 def _check_encoder(encoder):
-    if not isinstance(encoder, SwinV2Model):
+    if not isinstance(encoder, SwinV2Backbone):
+        raise ValueError(f"SwinV2SimMIM needs a SwinV2Backbone encoder; got {type(encoder).__name__}.")
+    if encoder.pooling is not None:
         raise ValueError(
-            f"SwinV2SimMIM needs a SwinV2Model encoder; got {type(encoder).__name__}."
-        )
-    if encoder.include_top or encoder.pooling is not None:
-        raise ValueError(
-            "SwinV2SimMIM needs the encoder's feature map: build it with "
-            "include_top=False, pooling=None; got "
-            f"include_top={encoder.include_top}, pooling={encoder.pooling!r}."
+            "SwinV2SimMIM needs the encoder's feature map: build the backbone with pooling=None; "
+            f"got pooling={encoder.pooling!r}."
         )
     stride = encoder.patch_size * 2 ** (len(encoder.depths) - 1)
     shape = encoder.image_shape
@@ -189,8 +183,8 @@ class SwinV2SimMIM(keras.Model):
     regularisation losses), logged as "loss".
 
     Args:
-        encoder: a `SwinV2Model` built with `include_top=False, pooling=None`
-            whose image sides are multiples of `encoder_stride`.
+        encoder: a `SwinV2Backbone` built with `pooling=None` whose image
+            sides are multiples of `encoder_stride`.
         name: model name.
 
     Call arguments:
@@ -203,15 +197,15 @@ class SwinV2SimMIM(keras.Model):
         The reconstruction, `(batch, height, width, in_channels)`.
 
     Attributes:
-        encoder: the `SwinV2Model`, shared (not copied).
+        encoder: the `SwinV2Backbone`, shared (not copied); also `backbone`.
         encoder_stride: `patch_size * 2**(num_stages - 1)`.
         mask_token: the `MaskToken` layer.
         decoder: the 1x1 `Conv2D`.
 
     Example:
 
-    >>> encoder = SwinV2Model(embed_dim=16, depths=(1, 1), num_heads=(2, 4), window_size=4,
-    ...                       input_shape=(32, 32, 3), include_top=False)
+    >>> encoder = SwinV2Backbone(embed_dim=16, depths=(1, 1), num_heads=(2, 4), window_size=4,
+    ...                          image_shape=(32, 32, 3))
     >>> model = SwinV2SimMIM(encoder)
     >>> masks = model.mask_generator(mask_patch_size=8).sample_batch(2, np.random.default_rng(0))
     >>> tuple(model({"images": np.zeros((2, 32, 32, 3)), "mask": masks}).shape)
@@ -222,15 +216,13 @@ class SwinV2SimMIM(keras.Model):
     def __init__(self, encoder, name="swinv2_simmim", **kwargs):
         stride = _check_encoder(encoder)
         kwargs.pop("dtype", None)
-        # The encoder's layers carry its dtype policy (the functional model's own policy
-        # is the global default), so take it from its first layer.
-        policy = encoder.get_layer("patch_embed").dtype_policy
+        policy = encoder.dtype_policy
         super().__init__(name=name, dtype=policy, **kwargs)
         self.encoder = encoder
         self.encoder_stride = stride
         self.patch_size = encoder.patch_size
-        self.in_channels = encoder.in_channels
-        num_features = encoder.embed_dim * 2 ** (len(encoder.depths) - 1)
+        self.in_channels = encoder.image_shape[-1]
+        num_features = encoder.num_features
         self.mask_token = MaskToken(dtype=policy, name="mask_token")
         self.mask_token.build((None, None, None, encoder.embed_dim))
         self.decoder = keras.layers.Conv2D(
@@ -272,14 +264,14 @@ class SwinV2SimMIM(keras.Model):
     def call(self, inputs, training=None):
         images, mask = self._unpack(inputs)
         images = ops.cast(images, self.compute_dtype)
-        encoder = self.encoder
-        x = encoder.get_layer("patch_embed")(images)
-        x = self.mask_token(x, mask)
-        x = encoder.get_layer("pos_drop")(x, training=training)
-        for stage in encoder.stages:
-            x = stage(x, training=training)
-        x = encoder.get_layer("norm")(x)
+        x = self.mask_token(self.encoder.embed_patches(images), mask)
+        x = self.encoder.encode(x, training=training)
         return pixel_shuffle(self.decoder(x), self.encoder_stride)
+
+    @property
+    def backbone(self):
+        """The encoder (the same `SwinV2Backbone`), under the name task models use."""
+        return self.encoder
 
     def compute_output_shape(self, input_shape):
         shape = input_shape["images"] if isinstance(input_shape, dict) else input_shape
@@ -326,105 +318,3 @@ class SwinV2SimMIM(keras.Model):
         if isinstance(encoder, dict):
             encoder = keras.saving.deserialize_keras_object(encoder)
         return cls(encoder=encoder, **config)
-
-
-def _encoder_layer_names(model):
-    return ["patch_embed"] + [f"stage_{i}" for i in range(len(model.depths))] + ["norm"]
-
-
-def copy_encoder_weights(encoder, model, head=False):
-    """Copies a pre-trained encoder's weights into another `SwinV2Model`.
-
-    Layer by layer (`patch_embed`, `stage_0`, ..., `norm`), by name and in
-    order; everything is checked before anything is assigned. The target's
-    head (and pooling) is left as it is unless `head=True`, so a classifier
-    built with `include_top=True` gets the pre-trained backbone and keeps its
-    fresh head. The windows may differ: the continuous position bias MLP
-    transfers as it is, V1 position tables are resized bicubically
-    (`resize_relative_position_table`). The architecture (embed dim, depths,
-    heads, switches) may not differ.
-
-    Args:
-        encoder: the source, a `SwinV2Model` (or a `SwinV2SimMIM`, whose
-            `encoder` is used).
-        model: the target `SwinV2Model`.
-        head: bool, also copy the classifier head (both models need one, with
-            the same number of classes).
-
-    Returns:
-        The names of the layers copied.
-
-    Raises:
-        ValueError: naming the first weight whose name or shape differs
-            (expected: the source's; got: the target's), or the stage counts.
-
-    Example:
-
-    >>> arch = dict(embed_dim=16, depths=(1, 1), num_heads=(2, 4), window_size=4,
-    ...             input_shape=(32, 32, 3))
-    >>> simmim = SwinV2SimMIM(SwinV2Model(**arch, include_top=False))
-    >>> # ... simmim.fit(...) ...
-    >>> classifier = SwinV2Model(**arch, classes=10)
-    >>> copy_encoder_weights(simmim.encoder, classifier)
-    ['patch_embed', 'stage_0', 'stage_1', 'norm']
-    """
-    if isinstance(encoder, SwinV2SimMIM):
-        encoder = encoder.encoder
-    for role, m in (("encoder", encoder), ("model", model)):
-        if not isinstance(m, SwinV2Model):
-            raise ValueError(f"copy_encoder_weights: {role} must be a SwinV2Model; got {type(m).__name__}.")
-    if len(encoder.depths) != len(model.depths):
-        raise ValueError(
-            f"copy_encoder_weights: the encoder has {len(encoder.depths)} stages "
-            f"(depths {tuple(encoder.depths)}) but '{model.name}' has {len(model.depths)} "
-            f"(depths {tuple(model.depths)})."
-        )
-
-    def describe(variable):
-        return "no further weight" if variable is None else f"{variable.path} {tuple(variable.shape)}"
-
-    names = _encoder_layer_names(encoder)
-    if head:
-        if not (encoder.include_top and model.include_top and encoder.classes == model.classes):
-            raise ValueError(
-                "copy_encoder_weights(head=True) needs two classifiers with the same number of classes; "
-                f"got '{encoder.name}' ({encoder.classes if encoder.include_top else 'no'} classes) and "
-                f"'{model.name}' ({model.classes if model.include_top else 'no'} classes)."
-            )
-        names = names + ["head"]
-    pairs = []
-    for name in names:
-        source, target = encoder.get_layer(name).weights, model.get_layer(name).weights
-        for i in range(max(len(source), len(target))):
-            expected = source[i] if i < len(source) else None
-            got = target[i] if i < len(target) else None
-            windows = None  # (source, target) window of a V1 table to resize
-            if expected is not None and got is not None and tuple(expected.shape) != tuple(got.shape):
-                windows = _table_window(expected, got)
-            same = (
-                expected is not None
-                and got is not None
-                and expected.path == got.path
-                and (tuple(expected.shape) == tuple(got.shape) or windows is not None)
-            )
-            if not same:
-                raise ValueError(
-                    f"copy_encoder_weights: '{model.name}' does not have the encoder's architecture: "
-                    f"layer {name}, weight {i}: expected {describe(expected)} (from '{encoder.name}'), "
-                    f"got {describe(got)}."
-                )
-            pairs.append((expected, got, windows))
-    for source, target, windows in pairs:
-        value = np.asarray(keras.ops.convert_to_numpy(source))
-        if windows is not None:
-            value = resize_relative_position_table(value, *windows)
-        target.assign(value.astype(target.dtype))
-    return names
-
-
-def _table_window(source, target):
-    """`(source window, target window)` of two V1 position tables, else None."""
-    if not source.path.endswith("relative_position_bias_table") or source.shape[1:] != target.shape[1:]:
-        return None
-    sides = tuple(relative_position_table_window(v.shape[0]) for v in (source, target))
-    return None if None in sides else sides

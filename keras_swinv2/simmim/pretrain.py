@@ -6,7 +6,8 @@ import os
 import keras
 
 from keras_swinv2.data import pipeline
-from keras_swinv2.models.variants import VARIANTS, SwinV2
+from keras_swinv2.applications import SwinV2
+from keras_swinv2.models.variants import VARIANTS
 from keras_swinv2.simmim.model import SwinV2SimMIM
 from keras_swinv2.io_utils import atomic_write
 from keras_swinv2.training.checkpoint import ResumableTraining, save_run_config
@@ -21,7 +22,7 @@ class PretrainConfig:
         data: "digits", "tfds:NAME", "tfds:folder:PATH" or an image folder
             (labels are ignored).
         model: variant of the encoder ("tiny" ... "giant").
-        architecture: dict of `SwinV2Model` overrides for a custom size.
+        architecture: dict of `SwinV2Backbone` architecture overrides for a custom size.
         image_size, window_size: int (SimMIM SwinV2: 192 px, window 12).
         mask_patch_size, mask_ratio: SimMIM's masking (32 px squares, 0.6).
         epochs, batch_size, learning_rate, weight_decay, warmup_epochs,
@@ -69,7 +70,7 @@ def pretrain(config, output, verbose=1):
     (the whole SimMIM model with the lowest validation loss), `log.csv`,
     `curves.png`, and `encoder.keras`: the trained backbone, which
     `swinv2 finetune --model output/encoder.keras` (or
-    `keras_swinv2.simmim.copy_encoder_weights`) puts under a classifier.
+    `keras_swinv2.weights.copy_encoder_weights`) puts under a classifier.
 
     Returns:
         `(model, history)`: the `SwinV2SimMIM` and the per-epoch logs.

@@ -11,6 +11,7 @@ import numpy as np
 
 import keras
 
+from keras_swinv2.backend import seed_generator_states
 from keras_swinv2.io_utils import atomic_write
 
 STATE_FILE = "state.json"
@@ -44,10 +45,6 @@ def save_run_config(output, config):
             )
     os.makedirs(output, exist_ok=True)
     _write_text(path, json.dumps(settings, indent=2))
-
-
-def _seed_states(model):
-    return [v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
 
 
 class ResumableTraining(keras.callbacks.Callback):
@@ -120,7 +117,7 @@ class ResumableTraining(keras.callbacks.Callback):
                 f"Cannot resume from {weights}: {e}. The model or optimizer differs from the one that "
                 f"saved it; use the same settings, or another output directory to start over."
             ) from e
-        seeds = _seed_states(model)
+        seeds = seed_generator_states(model)
         if len(seeds) != len(state["seed_states"]):
             raise ValueError(
                 f"The saved state has {len(state['seed_states'])} random-generator states, the model "
@@ -147,7 +144,7 @@ class ResumableTraining(keras.callbacks.Callback):
         state = {
             "epoch": epoch + 1,
             "weights": name,
-            "seed_states": [np.asarray(v.numpy()).tolist() for v in _seed_states(self.model)],
+            "seed_states": [np.asarray(v.numpy()).tolist() for v in seed_generator_states(self.model)],
             "best": self.best,
             "monitor": self.monitor,
             "history": self.history,

@@ -4,9 +4,14 @@ import dataclasses
 
 import keras
 
+from keras_swinv2.applications import SwinV2
 from keras_swinv2.data import pipeline
-from keras_swinv2.models.swinv2 import SwinV2Model
-from keras_swinv2.models.variants import VARIANTS, SwinV2
+from keras_swinv2.layers.windows import stage_geometry
+from keras_swinv2.models.backbone import SwinV2Backbone
+from keras_swinv2.models.variants import VARIANTS
+from keras_swinv2.tasks.image_classifier import SwinV2ImageClassifier
+from keras_swinv2.weights.loader import model_parts
+from keras_swinv2.weights.transfer import copy_encoder_weights
 from keras_swinv2.training.checkpoint import ResumableTraining, save_run_config
 from keras_swinv2.training.freezing import set_trainable
 from keras_swinv2.training.optimizer import swinv2_adamw
@@ -26,7 +31,7 @@ class FinetuneConfig:
         window_size: int (default: the checkpoint's or variant's); a larger
             window than the checkpoint's transfers through the Log-CPB (V1
             tables are resized bicubically).
-        architecture: dict of `SwinV2Model` overrides (e.g. `embed_dim`,
+        architecture: dict of `SwinV2Backbone` architecture overrides (e.g. `embed_dim`,
             `depths`, `num_heads`) for a custom-size model.
         epochs, batch_size: int.
         learning_rate: float, peak rate for `batch_size` (not rescaled).
@@ -89,27 +94,30 @@ def build_model(config, num_classes):
 
 
 def _from_keras_file(path, num_classes, image_size, overrides, drop_path_rate):
-    """A classifier initialised from a saved SwinV2 (classifier or backbone, e.g. a SimMIM encoder)."""
-    from keras_swinv2.simmim import copy_encoder_weights
-
+    """A classifier initialised from a saved SwinV2 (classifier, backbone or SimMIM model)."""
     source = keras.saving.load_model(path, compile=False)
-    if not isinstance(source, SwinV2Model):
-        raise ValueError(f"{path} holds a {type(source).__name__}, not a SwinV2Model.")
-    arch = {k: v for k, v in source.get_config().items() if k not in ("name", "trainable", "dtype")}
-    arch.update(include_top=True, pooling=None, classes=num_classes, drop_path_rate=drop_path_rate,
-                classifier_activation="softmax")
+    try:
+        backbone, head = model_parts(source)
+    except TypeError:
+        raise ValueError(f"{path} holds a {type(source).__name__}, not a SwinV2 model.") from None
+    arch = {
+        k: v
+        for k, v in backbone.get_config().items()
+        if k not in ("name", "trainable", "dtype", "pooling", "input_tensor")
+    }
+    arch.update(drop_path_rate=drop_path_rate)
     if image_size:
-        arch["input_shape"] = (image_size, image_size, source.in_channels)
+        arch["image_shape"] = (image_size, image_size, backbone.image_shape[-1])
     arch.update(overrides)
-    if arch["window_size"] != source.window_size and not any(source.pretrained_window_sizes):
+    if arch["window_size"] != backbone.window_size and not any(backbone.pretrained_window_sizes):
         # the source's CPB was trained at its own (possibly shrunk) per-stage windows
-        side = min(source.image_shape[:2]) // source.patch_size
-        arch["pretrained_window_sizes"] = tuple(
-            min(source.window_size, side // 2**i) for i in range(len(source.depths))
+        geometry = stage_geometry(
+            backbone.image_shape[:2], backbone.window_size, len(backbone.depths), backbone.patch_size
         )
-    model = SwinV2Model(**arch)
+        arch["pretrained_window_sizes"] = tuple(window for _, window, _ in geometry)
+    model = SwinV2ImageClassifier(SwinV2Backbone(**arch), num_classes, activation="softmax")
     # a trained classifier for the same classes keeps its head (e.g. moved to a larger window)
-    copy_encoder_weights(source, model, head=source.include_top and source.classes == num_classes)
+    copy_encoder_weights(source, model, head=head is not None and head.units == num_classes)
     return model
 
 
@@ -135,7 +143,7 @@ def finetune(config, output, verbose=1):
     data = pipeline.load_data(config.data, config.data_dir, seed=config.seed)
     model = build_model(config, data.num_classes)
     set_trainable(model, config.mode, config.frozen_stages)
-    size = model.image_shape[0]
+    size = model.backbone.image_shape[0]
     steps = pipeline.steps_per_epoch(data, config.batch_size)
     optimizer = swinv2_adamw(
         model,

@@ -2,13 +2,15 @@
 
 import math
 
+from keras_swinv2.backend import sublayers
 from keras_swinv2.layers.attention import WindowAttention
+from keras_swinv2.weights.loader import model_parts
 
 TRAINABLE_MODES = ("full", "attention", "head")
 
 
 def set_trainable(model, mode="full", frozen_stages=0):
-    """Chooses what a `SwinV2Model` fine-tunes, in place.
+    """Chooses what a SwinV2 classifier (or backbone) fine-tunes, in place.
 
     Modes:
         "full": every layer trains (the default recipe).
@@ -21,7 +23,8 @@ def set_trainable(model, mode="full", frozen_stages=0):
         "head": linear probing, only the classifier trains.
 
     Args:
-        model: a `SwinV2Model`.
+        model: a `SwinV2ImageClassifier` (or another task model on a
+            backbone); a bare `SwinV2Backbone` supports mode "full" only.
         mode: one of `TRAINABLE_MODES`.
         frozen_stages: int, additionally freeze the patch embedding and the
             first `frozen_stages` stages (backbone freezing), whatever the mode.
@@ -31,33 +34,36 @@ def set_trainable(model, mode="full", frozen_stages=0):
     """
     if mode not in TRAINABLE_MODES:
         raise ValueError(f"mode must be one of {TRAINABLE_MODES}; got {mode!r}.")
-    if not 0 <= frozen_stages <= len(model.depths):
-        raise ValueError(f"frozen_stages must be in [0, {len(model.depths)}]; got {frozen_stages}.")
-    head = model.get_layer("head") if model.include_top else None
+    backbone, head = model_parts(model)
+    if not 0 <= frozen_stages <= len(backbone.depths):
+        raise ValueError(f"frozen_stages must be in [0, {len(backbone.depths)}]; got {frozen_stages}.")
     if mode != "full" and head is None:
-        raise ValueError(f"mode={mode!r} trains the classifier head, but the model was built with include_top=False.")
+        raise ValueError(
+            f"mode={mode!r} trains the classifier head, but '{model.name}' has none (a backbone)."
+        )
     model.trainable = True
-    for layer in model.layers:
+    stages = backbone.stages
+    for layer in backbone.layers:
         layer.trainable = True
-        if layer is head or mode == "full":
+        if mode == "full":
             continue
-        if mode == "attention" and layer in model.stages:
+        if mode == "attention" and layer in stages:
             _freeze_all_but_attention(layer)
         else:
             layer.trainable = False
     if frozen_stages:
-        model.get_layer("patch_embed").trainable = False
-        for stage in model.stages[:frozen_stages]:
+        backbone.get_layer("patch_embed").trainable = False
+        for stage in stages[:frozen_stages]:
             stage.trainable = False
     return sum(math.prod(v.shape) for v in model.trainable_variables)
 
 
 def _freeze_all_but_attention(layer):
     """Freezes every sublayer of `layer` that neither is nor contains a `WindowAttention`."""
-    for child in layer._flatten_layers(include_self=False, recursive=False):
+    for child in sublayers(layer):
         if isinstance(child, WindowAttention):
             child.trainable = True
-        elif any(isinstance(x, WindowAttention) for x in child._flatten_layers(include_self=False)):
+        elif any(isinstance(x, WindowAttention) for x in sublayers(child, recursive=True)):
             child.trainable = True
             _freeze_all_but_attention(child)
         else:

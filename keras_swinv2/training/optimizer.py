@@ -7,6 +7,8 @@ import re
 import keras
 from keras import ops
 
+from keras_swinv2.weights.loader import model_parts
+
 # The official no-decay rule: every 1-D parameter (LayerNorm scales and shifts, biases, q/v
 # biases) plus the parameters named here, whatever their rank (`logit_scale` is
 # (heads, 1, 1), the CPB MLP kernels are 2-D, SimMIM's mask token is a vector anyway).
@@ -43,7 +45,7 @@ def layer_id(path, depths):
         path: variable path, e.g. "stage_2/blocks_3/attn/qkv/kernel".
         depths: blocks per stage of the model.
     """
-    if path.startswith("patch_embed/") or "mask_token" in path:
+    if re.search(r"(^|/)patch_embed/", path) or "mask_token" in path:
         return 0
     match = _STAGE.search(path)
     if match is None:
@@ -187,11 +189,11 @@ def swinv2_adamw(
     warmup_learning_rate=0.0,
     **kwargs,
 ):
-    """The fine-tuning optimizer of the official recipe, for a `SwinV2Model`.
+    """The fine-tuning optimizer of the official recipe, for a SwinV2 model.
 
     Args:
-        model: a `SwinV2Model` (or a model whose variable paths follow it,
-            e.g. `SwinV2SimMIM`); its trainable variables define the groups.
+        model: a `SwinV2Backbone`, a task model on one, or a `SwinV2SimMIM`;
+            its trainable variables define the groups.
         learning_rate: float, peak learning rate.
         weight_decay: float (official fine-tuning: 0.05; 1e-8 for SwinV2
             22k->1k fine-tuning).
@@ -212,7 +214,7 @@ def swinv2_adamw(
     if layer_decay is not None:
         if not 0.0 < layer_decay <= 1.0:
             raise ValueError(f"layer_decay must be in (0, 1]; got {layer_decay}.")
-        depths = getattr(model, "depths", None) or getattr(model.encoder, "depths")
+        depths = model_parts(model)[0].depths
         multipliers = layer_decay_multipliers(variables, depths, layer_decay)
     schedule = learning_rate
     if total_steps is not None:

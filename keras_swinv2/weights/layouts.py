@@ -199,17 +199,20 @@ def to_canonical(state, layout=None):
 
 
 def infer_config(state, layout=None):
-    """Infers `SwinV2Model` architecture arguments from a checkpoint's tensors.
+    """Infers `SwinV2Backbone` architecture arguments from a checkpoint's tensors.
 
     Reads embed dim, patch size and input channels from the patch embedding,
     depths from the block indices, heads from `logit_scale` `(heads, 1, 1)`
     (or the V1 table's columns), the MLP ratio, the bias and merging flavours,
     the extra-norm period and the number of classes. Not recoverable from
-    tensors: `norm` (taken as "post" for cosine-attention checkpoints, "pre"
-    otherwise) and the window of CPB checkpoints (returned for V1 tables only).
+    tensors: `norm_position` (taken as "post" for cosine-attention checkpoints,
+    "pre" otherwise) and the window of CPB checkpoints (returned for V1 tables
+    only).
 
     Returns:
-        dict of `SwinV2Model` keyword arguments.
+        dict of `SwinV2Backbone` keyword arguments (without `image_shape`),
+        plus "in_channels" (image channels) and "num_classes" (the
+        classifier's outputs, 0 for a checkpoint without a head).
     """
     c = to_canonical(state, layout)
     proj = c["patch_embed.proj.weight"]
@@ -240,14 +243,12 @@ def infer_config(state, layout=None):
         qkv_bias="layers.0.blocks.0.attn.q_bias" in c,
         key_bias="layers.0.blocks.0.attn.k_bias" in c,
         attention="cosine" if cosine else "dot",
-        norm="post" if cosine else "pre",
+        norm_position="post" if cosine else "pre",
         position_bias="table" if table is not None else "log_cpb",
-        patch_merging=1 if merge_norm is not None and merge_norm.shape[0] == 4 * embed_dim else 2,
+        patch_merging="v1" if merge_norm is not None and merge_norm.shape[0] == 4 * embed_dim else "v2",
         extra_norm_period=norm3[0] + 1 if norm3 else 0,
-        include_top="head.fc.weight" in c,
+        num_classes=int(c["head.fc.weight"].shape[0]) if "head.fc.weight" in c else 0,
     )
-    if config["include_top"]:
-        config["classes"] = int(c["head.fc.weight"].shape[0])
     if table is not None:
         config["window_size"] = relative_position_table_window(table.shape[0])
     return config

@@ -1,4 +1,10 @@
-"""Assigning canonical-layout checkpoints to a `SwinV2Model`."""
+"""Assigning canonical-layout checkpoints to a SwinV2 backbone or classifier.
+
+The loader finds the parts by duck typing: a model with a `backbone`
+attribute is a task model (its `head`, if any, is a Dense classifier);
+otherwise the model is the backbone itself (`stages` and the layers
+`patch_embed` and `norm`).
+"""
 
 import os
 import warnings
@@ -36,12 +42,13 @@ def keras_weight_map(model):
         (V1 position table, resized when its window differs).
     """
     out = {}
-    patch = model.get_layer("patch_embed")
+    backbone, head = model_parts(model)
+    patch = backbone.get_layer("patch_embed")
     out["patch_embed.proj.weight"] = (patch.proj.kernel, CONV)
     out["patch_embed.proj.bias"] = (patch.proj.bias, PLAIN)
     if patch.norm is not None:
         _norm(out, "patch_embed.norm", patch.norm)
-    for i, stage in enumerate(model.stages):
+    for i, stage in enumerate(backbone.stages):
         if stage.merge is not None:
             _dense(out, f"layers.{i}.downsample.reduction", stage.merge.reduction, bias=False)
             _norm(out, f"layers.{i}.downsample.norm", stage.merge.norm)
@@ -68,10 +75,22 @@ def keras_weight_map(model):
             _dense(out, p + "attn.proj", attn.proj)
             _dense(out, p + "mlp.fc1", block.mlp.fc1)
             _dense(out, p + "mlp.fc2", block.mlp.fc2)
-    _norm(out, "norm", model.get_layer("norm"))
-    if model.include_top:
-        _dense(out, "head.fc", model.get_layer("head"))
+    _norm(out, "norm", backbone.get_layer("norm"))
+    if head is not None:
+        _dense(out, "head.fc", head)
     return out
+
+
+def model_parts(model):
+    """`(backbone, head)` of a backbone (head None) or of a task model with a Dense `head`."""
+    backbone = getattr(model, "backbone", model)
+    head = getattr(model, "head", None) if backbone is not model else None
+    if not hasattr(backbone, "stages"):
+        raise TypeError(
+            f"Expected a SwinV2Backbone or a task model on one; got {type(model).__name__} "
+            f"'{getattr(model, 'name', '?')}'."
+        )
+    return backbone, head
 
 
 def _to_keras(array, kind, target_shape):
@@ -109,13 +128,14 @@ def load_state_dict(model, state, layout=None):
         original = file_keys.get(id(canonical.get(key)))
         return key if original in (None, key) else f"{key} (checkpoint key {original})"
 
-    if not model.include_top:
+    _, head = model_parts(model)
+    if head is None:
         canonical = {k: v for k, v in canonical.items() if not k.startswith("head.")}
-    elif "head.fc.weight" not in canonical or canonical["head.fc.weight"].shape[0] != model.classes:
+    elif "head.fc.weight" not in canonical or canonical["head.fc.weight"].shape[0] != head.units:
         found = canonical.get("head.fc.weight")
         warnings.warn(
             f"The checkpoint's classifier has {'no head' if found is None else f'{found.shape[0]} classes'}"
-            f" and model '{model.name}' has {model.classes}: the head is left freshly initialised "
+            f" and model '{model.name}' has {head.units}: the head is left freshly initialised "
             "(train it before use).",
             stacklevel=2,
         )
@@ -151,17 +171,42 @@ def load_weights(model, weights, layout=None):
     """Loads `weights` into `model`.
 
     Args:
-        model: a `SwinV2Model`.
-        weights: path to a Keras file (`.weights.h5`, `.keras`) or a PyTorch
-            checkpoint (`.safetensors`, `.pth`, `.pt`, `.bin`, `.npz`) in the
-            official, timm or HF transformers layout.
+        model: a `SwinV2Backbone` or a task model on one (`SwinV2ImageClassifier`).
+        weights: path to a Keras file or a PyTorch checkpoint (`.safetensors`,
+            `.pth`, `.pt`, `.bin`, `.npz`) in the official, timm or HF
+            transformers layout. A `.weights.h5` file must come from a model
+            of the same class and architecture; a `.keras` file may hold any
+            SwinV2 model of the same architecture (backbone, classifier, SimMIM):
+            its backbone is copied, and its head too when both have one with
+            the same number of classes.
         layout: force a layout instead of detecting it.
+
+    Returns:
+        `model`.
     """
     path = os.fspath(weights)
-    if path.endswith((".weights.h5", ".keras")):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"No weights file at {path!r}.")
+    if path.endswith((".weights.h5", ".keras")) and not os.path.isfile(path):
+        raise FileNotFoundError(f"No weights file at {path!r}.")
+    if path.endswith(".weights.h5"):
         model.load_weights(path)
+        return model
+    if path.endswith(".keras"):
+        import keras
+
+        from keras_swinv2.weights.transfer import copy_encoder_weights
+
+        source = keras.saving.load_model(path, compile=False)
+        try:
+            model_parts(source)
+        except TypeError:
+            raise ValueError(
+                f"{path} holds a {type(source).__name__} '{source.name}', not a SwinV2 model "
+                "(a SwinV2Backbone, a task model on one, or a SwinV2SimMIM)."
+            ) from None
+        _, source_head = model_parts(source)
+        _, head = model_parts(model)
+        same_head = source_head is not None and head is not None and source_head.units == head.units
+        copy_encoder_weights(source, model, head=same_head)
         return model
     load_state_dict(model, read_state_dict(path), layout=layout)
     return model

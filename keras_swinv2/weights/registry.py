@@ -14,7 +14,7 @@ for the 384 px checkpoints (`TEST.CROP: False`), which squash-resize to
 
 import dataclasses
 
-from keras_swinv2.layers.block import effective_window
+from keras_swinv2.layers.windows import stage_geometry
 
 OFFICIAL_BASE_URL = "https://github.com/SwinTransformer/storage/releases/download/v2.0.0"
 TIMM_BASE_URL = "https://huggingface.co"
@@ -73,12 +73,7 @@ class Checkpoint:
         """
         if self.pretrained_window_sizes:
             return tuple(self.pretrained_window_sizes)
-        side = self.image_size // patch_size
-        windows = []
-        for _ in range(num_stages):
-            windows.append(effective_window((side, side), self.window_size, 0)[0])
-            side = (side + 1) // 2
-        return tuple(windows)
+        return tuple(w for _, w, _ in stage_geometry(self.image_size, self.window_size, num_stages, patch_size))
 
     def eval_resize(self):
         """`(resize_to, crop_to)` of the official evaluation; `resize_to` is the

@@ -1,0 +1,206 @@
+"""SwinV2-T/S/B/L/H/G: the keras.applications-style builders.
+
+`include_top=True` returns a `SwinV2ImageClassifier`, `include_top=False` a
+`SwinV2Backbone` (with `pooling=` giving pooled features).
+"""
+
+from keras_swinv2.models import presets
+from keras_swinv2.tasks.image_classifier import SwinV2ImageClassifier
+
+BUILDER_DOC = """Builds SwinV2-{letter}: embed dim {embed_dim}, depths {depths}, heads {num_heads}.
+
+    Default input {default_size} px with window {window_size}{extra}.
+
+    Args:
+        include_top: bool. True: a `SwinV2ImageClassifier` (pooling and a
+            Dense head on the backbone); False: the `SwinV2Backbone` alone.
+        weights: None (random initialisation); a weights name, "imagenet1k",
+            "imagenet22k", "imagenet22k-ft1k" or "simmim-<data>-<iters>", or a
+            registry name from `keras_swinv2.weights.CHECKPOINTS`: downloaded
+            once, converted and cached, then loaded offline; or a path to a
+            checkpoint: `.weights.h5` / `.keras` (Keras), or `.safetensors` /
+            `.pth` / `.bin` / `.npz` in the official, timm or HF transformers
+            layout (detected from the keys). With a weights name, `window_size`
+            and `input_shape` default to the checkpoint's; another window or
+            size transfers through the continuous position bias
+            (`pretrained_window_sizes` is set to the checkpoint's training
+            windows), another `classes` leaves the head freshly initialised
+            (with a warning).
+        input_tensor: optional Keras tensor to use as the image input.
+        input_shape: `(height, width, 3)`, default the checkpoint's or the
+            variant's size; `(None, None, 3)` for any size.
+        pooling: with `include_top=False`: None (the final feature map), "avg"
+            or "max" (pooled features).
+        classes: classifier outputs; default the checkpoint's (1000, or 21841
+            for "imagenet22k"), else 1000.
+        classifier_activation: activation of the head ("softmax", or None for
+            logits).
+        name: model name, default "swinv2_{variant}".
+        **architecture: `SwinV2Backbone` arguments overriding the variant's
+            (`window_size`, `pretrained_window_sizes`, `drop_path_rate`,
+            `gradient_checkpointing`, `dtype`, the ablation switches, ...).
+            Anything else raises `TypeError`.
+
+    Returns:
+        A `SwinV2ImageClassifier` (`include_top=True`) or a `SwinV2Backbone`.
+
+    Example:
+
+    >>> model = keras_swinv2.SwinV2{name}({example_weights})
+    >>> backbone = keras_swinv2.SwinV2{name}(include_top=False, input_shape=(256, 256, 3))
+"""
+
+
+def SwinV2(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=None,
+    classifier_activation="softmax",
+    variant=None,
+    name=None,
+    **architecture,
+):
+    """Builds a SwinV2 of any architecture: the builders' common implementation.
+
+    Args:
+        variant: None or one of "tiny", "small", "base", "large", "huge",
+            "giant" to start from that architecture. With None, the
+            architecture comes from `architecture`, from a registry name in
+            `weights`, or from the tensors of a PyTorch checkpoint file in
+            `weights`.
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+            classifier_activation, name, **architecture: as for `SwinV2Tiny`.
+
+    Returns:
+        A `SwinV2ImageClassifier` (`include_top=True`) or a `SwinV2Backbone`.
+    """
+    caller = f"SwinV2{variant.capitalize()}" if variant else "SwinV2"
+    presets.check_keywords(caller, architecture, presets.ARCHITECTURE_ARGS)
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}.")
+    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
+        raise ValueError(f"classes must be an int >= 1; got {classes!r}.")
+    plan = presets.plan_model(variant, weights, input_shape, input_tensor, **architecture)
+    if name is None:
+        name = f"swinv2_{variant}" if variant else "swinv2"
+    if not include_top:
+        model = presets.build_backbone(plan, pooling=pooling, name=name)
+    else:
+        backbone = presets.build_backbone(plan, name=f"{name}_backbone")
+        num_classes = classes if classes is not None else (plan.classes or 1000)
+        model = SwinV2ImageClassifier(backbone, num_classes, activation=classifier_activation, name=name)
+    return presets.load_planned_weights(model, plan)
+
+
+def SwinV2Tiny(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=None,
+    classifier_activation="softmax",
+    name="swinv2_tiny",
+    **architecture,
+):
+    return SwinV2(include_top, weights, input_tensor, input_shape, pooling, classes,
+                  classifier_activation, variant="tiny", name=name, **architecture)
+
+
+def SwinV2Small(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=None,
+    classifier_activation="softmax",
+    name="swinv2_small",
+    **architecture,
+):
+    return SwinV2(include_top, weights, input_tensor, input_shape, pooling, classes,
+                  classifier_activation, variant="small", name=name, **architecture)
+
+
+def SwinV2Base(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=None,
+    classifier_activation="softmax",
+    name="swinv2_base",
+    **architecture,
+):
+    return SwinV2(include_top, weights, input_tensor, input_shape, pooling, classes,
+                  classifier_activation, variant="base", name=name, **architecture)
+
+
+def SwinV2Large(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=None,
+    classifier_activation="softmax",
+    name="swinv2_large",
+    **architecture,
+):
+    return SwinV2(include_top, weights, input_tensor, input_shape, pooling, classes,
+                  classifier_activation, variant="large", name=name, **architecture)
+
+
+def SwinV2Huge(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=None,
+    classifier_activation="softmax",
+    name="swinv2_huge",
+    **architecture,
+):
+    return SwinV2(include_top, weights, input_tensor, input_shape, pooling, classes,
+                  classifier_activation, variant="huge", name=name, **architecture)
+
+
+def SwinV2Giant(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=None,
+    classifier_activation="softmax",
+    name="swinv2_giant",
+    **architecture,
+):
+    return SwinV2(include_top, weights, input_tensor, input_shape, pooling, classes,
+                  classifier_activation, variant="giant", name=name, **architecture)
+
+
+def _document(builder, variant, example_weights):
+    arch = presets.VARIANTS[variant]
+    extra = ", a main-branch LayerNorm every 6 blocks" if arch.get("extra_norm_period") else ""
+    builder.__doc__ = BUILDER_DOC.format(
+        letter=variant[0].upper(),
+        name=variant.capitalize(),
+        variant=variant,
+        extra=extra,
+        example_weights=example_weights,
+        **arch,
+    )
+
+
+_document(SwinV2Tiny, "tiny", 'weights="imagenet1k"')
+_document(SwinV2Small, "small", 'weights="imagenet1k"')
+_document(SwinV2Base, "base", 'weights="imagenet22k"')
+_document(SwinV2Large, "large", 'weights="imagenet22k"')
+_document(SwinV2Huge, "huge", "")  # no published weights
+_document(SwinV2Giant, "giant", "")  # no published weights

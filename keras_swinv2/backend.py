@@ -1,0 +1,363 @@
+"""Every backend-specific kernel of the package, each beside its portable fallback.
+
+Layers and models call the functions below and never branch on
+`keras.backend.backend()` themselves. Each function documents what its
+backend-specific path buys (measured on a 2-core CPU, SwinV2-T, batch 8) and
+falls back to plain `keras.ops` everywhere else.
+
+Private APIs used here, each checked by `tests/test_backend.py`:
+
+- `torch._softmax_backward_data` (checked with torch 2.13.0): the softmax
+  gradient from the softmax output, used by the flushed softmax.
+- Keras names the state variable of a `keras.random.SeedGenerator`
+  `"seed_generator_state"` (checked with Keras 3.15.1); `seed_generator_states`
+  finds them by that name to save and restore dropout randomness on resume.
+- `keras.layers.Layer._flatten_layers` (checked with Keras 3.15.1): the
+  sublayers of a layer, for freezing all but the attention (`sublayers`).
+"""
+
+import functools
+import math
+
+import keras
+from keras import ops
+
+# float32's smallest normal number; softmax outputs below it are denormals.
+FLOAT32_TINY = 1.1754944e-38
+# Tokens per window from which torch's fused attention is faster (inference).
+FUSED_ATTENTION_MIN_TOKENS = 256
+# Versions the private APIs above were checked with.
+PRIVATE_API_VERSIONS = {"torch": "2.13.0", "keras": "3.15.1"}
+
+
+def name():
+    """The Keras backend in use: "tensorflow", "jax" or "torch"."""
+    return keras.backend.backend()
+
+
+def require(backend, feature):
+    """Raises `ValueError` unless the Keras backend is `backend`.
+
+    Args:
+        backend: str, the backend `feature` needs.
+        feature: str, what needs it (for the message).
+    """
+    if name() != backend:
+        raise ValueError(
+            f"{feature} needs the {backend} backend (KERAS_BACKEND={backend}); "
+            f"the backend is {name()!r}."
+        )
+
+
+# === Constants ===
+
+
+def constant(array):
+    """Holds a numpy constant the way the backend traces best.
+
+    TensorFlow and JAX embed numpy arrays into their graphs as they are. On
+    torch, a numpy attribute read inside `forward` stops `torch.compile`'s
+    tracer (one graph break per layer, each resumed frame recompiled per
+    layer instance), so the array becomes a torch tensor on Keras' device.
+    """
+    if name() == "torch":
+        return ops.convert_to_tensor(array)
+    return array
+
+
+# === Elementwise and reductions ===
+
+
+def gelu(x):
+    """Exact GELU, `x * Phi(x)` with `Phi` the standard normal CDF; any shape.
+
+    On JAX it is written `0.5 * x * (1 + erf(x / sqrt(2)))`, PyTorch's formula:
+    `jax.nn.gelu` goes through `erfc`, whose XLA expansion (two branches and an
+    exp) took 0.30 s of SwinV2-T's 2.26 s forward + backward on CPU, `erf` 0.21 s.
+    Elsewhere it is `keras.activations.gelu`, which already has that form.
+    """
+    if name() == "jax":
+        return 0.5 * x * (1.0 + ops.erf(x * math.sqrt(0.5)))
+    return keras.activations.gelu(x, approximate=False)
+
+
+def l2_normalize(x, epsilon=1e-12):
+    """`x / max(||x||_2, epsilon)` over the last axis (PyTorch's F.normalize).
+
+    On torch: one norm kernel and one divide in eager mode, not five
+    elementwise passes. Elsewhere `1 / max(||x||, eps)` is computed as
+    `rsqrt(max(||x||^2, eps^2))`, a multiply instead of a divide.
+    """
+    if name() == "torch":
+        import torch.nn.functional as F
+
+        return F.normalize(ops.convert_to_tensor(x), dim=-1, eps=epsilon)
+    x = ops.convert_to_tensor(x)
+    squared = ops.sum(x * x, axis=-1, keepdims=True)
+    return x * ops.rsqrt(ops.maximum(squared, epsilon * epsilon))
+
+
+def add_shared_bias(logits, bias):
+    """`logits + bias`, with one `bias` shared by every row of `logits`.
+
+    Args:
+        logits: tensor `(rows, ...)`.
+        bias: tensor `(1, ...)` with the same trailing shape.
+
+    Returns:
+        `logits + bias`, shaped like `logits`.
+
+    On JAX the gradient of `bias`, the incoming gradient summed over the rows,
+    is computed as a product with a ones vector: XLA's CPU reduction over the
+    leading axis ran at ~0.5 GB/s, and summing the attention-bias gradients
+    took 0.24 s of SwinV2-T's 2.35 s forward + backward (2.26 s after).
+    """
+    if name() != "jax":
+        return logits + bias
+    return _jax_add_shared_bias()(logits, bias)
+
+
+@functools.cache
+def _jax_add_shared_bias():
+    import jax
+
+    @jax.custom_vjp
+    def add(logits, bias):
+        return logits + bias
+
+    def forward(logits, bias):
+        return logits + bias, None
+
+    def backward(_, grad):
+        rows = grad.shape[0]
+        bias_grad = ops.ones((1, rows), grad.dtype) @ ops.reshape(grad, (rows, -1))
+        return grad, ops.reshape(bias_grad, (1, *grad.shape[1:]))
+
+    add.defvjp(forward, backward)
+    return add
+
+
+def softmax(logits):
+    """Softmax over the last axis of float32 `logits`, any shape.
+
+    On the torch backend, probabilities below float32's smallest normal number
+    (1.2e-38) are set to 0, and the gradient is the softmax's with that output.
+    Behind the shifted-window mask (-100) a masked token's probability is often
+    near e^-100, a denormal, and eager torch's CPU matrix products slow down
+    ~40x on denormal inputs: the attention-times-values product of SwinV2-T's
+    shifted blocks took 63 ms of 70, 1.6 ms per call once flushed. XLA (TF jit,
+    JAX) flushes denormals already. Elsewhere: `ops.softmax`.
+    """
+    if name() != "torch":
+        return ops.softmax(logits, axis=-1)
+    return _torch_flushed_softmax().apply(logits)
+
+
+@functools.cache
+def _torch_flushed_softmax():
+    import torch
+
+    class FlushedSoftmax(torch.autograd.Function):
+        """Softmax over the last axis, probabilities below `FLOAT32_TINY` set to 0."""
+
+        @staticmethod
+        def forward(ctx, logits):
+            probs = torch.softmax(logits, dim=-1)
+            torch.threshold_(probs, FLOAT32_TINY, 0.0)
+            ctx.save_for_backward(probs)
+            return probs
+
+        @staticmethod
+        def backward(ctx, grad):
+            (probs,) = ctx.saved_tensors
+            return torch._softmax_backward_data(grad, probs, -1, probs.dtype)
+
+    return FlushedSoftmax
+
+
+# === Attention ===
+
+
+def cosine_query_key(qkv, q, k, num_heads, scale, epsilon=1e-12):
+    """The queries and keys of cosine attention: `q * scale / ||q||`, `k / ||k||`, float32.
+
+    Args:
+        qkv: tensor `(windows, N, 3 * C)`, the fused projection `q`, `k` and
+            `v` were split from.
+        q, k: tensors `(windows, num_heads, N, C // num_heads)`.
+        num_heads: int.
+        scale: float32 tensor `(num_heads, 1, 1)`, the attention temperature.
+        epsilon: float, lower bound of the norms.
+
+    Returns:
+        `(q, k)`, each float32 `(windows, num_heads, N, C // num_heads)`.
+
+    On torch the norms are taken on the contiguous `qkv`, not on the strided
+    per-head views, and `scale` is folded into the queries' reciprocal norms:
+    eager SwinV2-T's first-stage normalization 16.5 -> 9 ms per block.
+    """
+    if name() != "torch":
+        return l2_normalize(ops.cast(q, "float32"), epsilon) * scale, l2_normalize(
+            ops.cast(k, "float32"), epsilon
+        )
+    import torch
+
+    windows, n, channels = qkv.shape
+    qk = qkv.view(windows, n, 3, num_heads, channels // (3 * num_heads))[:, :, :2].float()
+    norms = torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(epsilon)
+    qk, norms = qk.permute(2, 0, 3, 1, 4), norms.permute(2, 0, 3, 1, 4)
+    return qk[0] * (scale / norms[0]), qk[1] / norms[1]
+
+
+def use_fused_attention(tokens, training):
+    """Whether `attention` should call `ops.dot_product_attention` for windows of `tokens`.
+
+    On torch, at inference, for windows of 16 x 16 tokens and up: torch's fused
+    `scaled_dot_product_attention` in float32 took SwinV2-B 384/24 inference
+    from 0.67 to 0.84 images/s; on 8 x 8 windows it is slower (SwinV2-T 256/8
+    7.6 -> 5.7). Not in training: with a bias that needs a gradient torch falls
+    back to an unfused kernel slower than the plain path (a SwinV2-B step 9.4 s
+    vs 7.9 s). Keras' version on TF and JAX is written out like the plain path
+    and measured a little slower, so they never take it.
+    """
+    return name() == "torch" and not training and tokens >= FUSED_ATTENTION_MIN_TOKENS
+
+
+# === Linear layers ===
+
+
+def dense(layer, inputs, bias, dense_call):
+    """The forward pass of `keras_swinv2.layers.Linear`.
+
+    Args:
+        layer: the `Linear` layer (a `keras.layers.Dense`).
+        inputs: tensor `(..., input_dim)`.
+        bias: None or a tensor `(units,)` added at call time (layers without
+            their own bias and activation).
+        dense_call: `keras.layers.Dense.call` bound to `layer`, the portable path.
+
+    Returns:
+        tensor `(..., units)`.
+
+    On torch (without LoRA or quantization) one `torch.nn.functional.linear`
+    (one `addmm`, ~11% of SwinV2-T inference saved over matmul + add); under
+    mixed precision its cast kernel is made a row-major `(units, input_dim)`
+    copy: on a CPU without bfloat16 instructions torch's bfloat16 product with
+    the transposed view took 151 ms for `(8192, 96) @ (96, 288)`, with the copy
+    42 ms (SwinV2-T batch-1 bfloat16 forward 6.9 -> 1.0 s).
+
+    On JAX, inputs of rank 3 and up are multiplied as one `(rows, input_dim)`
+    matrix: the kernel gradient of the product on `(..., input_dim)` contracts
+    several leading axes, and XLA's CPU compiler transposes a whole activation
+    to do that (SwinV2-T forward + backward 2.73 -> 2.35 s).
+    """
+    backend = name()
+    if backend == "torch" and not layer.lora_enabled and layer.quantization_mode is None:
+        import torch.nn.functional as F
+
+        kernel = ops.transpose(layer.kernel)
+        if kernel.dtype != layer.kernel.dtype:
+            kernel = kernel.contiguous()
+        if bias is not None:
+            bias = ops.cast(bias, kernel.dtype)
+        elif layer.bias is not None:
+            bias = layer.bias.value
+        x = F.linear(inputs, kernel, bias)
+        return layer.activation(x) if layer.activation is not None else x
+    shape = ops.shape(inputs)
+    if backend == "jax" and len(shape) > 2:
+        x = dense_call(ops.reshape(inputs, (-1, shape[-1])))
+        x = ops.reshape(x, (*shape[:-1], layer.units))
+    else:
+        x = dense_call(inputs)
+    return x if bias is None else x + ops.cast(bias, x.dtype)
+
+
+# === Control flow ===
+
+
+def map_sequentially(function, elements):
+    """`keras.ops.map` with one iteration at a time on every backend.
+
+    TensorFlow's `map_fn` (behind `ops.map`) runs up to 10 iterations in
+    parallel, which would keep 10 chunks' buffers alive at once.
+    """
+    if name() != "tensorflow":
+        return ops.map(function, elements)
+    import tensorflow as tf
+
+    first = tf.nest.map_structure(lambda x: x[0], elements)
+    signature = tf.TensorSpec.from_tensor(function(first))
+    return tf.map_fn(function, elements, fn_output_signature=signature, parallel_iterations=1)
+
+
+def remat(function):
+    """Wraps `function` so its activations are recomputed in the backward pass.
+
+    On TensorFlow and PyTorch this is `keras.remat` (`tf.recompute_grad`,
+    `torch.utils.checkpoint`). On JAX, `jax.checkpoint` saves the right
+    residuals, but XLA's CPU pipeline drops its optimisation barriers, merges
+    the recomputation back into the forward pass and keeps every activation
+    (jax-ml/jax#19822; measured: a 48-layer chain needs *more* temporary memory
+    with it, 605 MB vs 412 MB). Here the backward pass recomputes inside a
+    `lax.cond` whose predicate reads the incoming cotangent, so the
+    recomputation can neither be hoisted before it nor merged with the
+    forward pass (the same chain: 220 MB). Both branches are the same
+    recompute-and-VJP; the predicate only creates the data dependency.
+
+    `function` must take and return tensors only and must not draw random
+    numbers (a recomputed draw would differ); draw masks outside and pass
+    them in.
+
+    Args:
+        function: callable `(*tensors) -> tensor`.
+
+    Returns:
+        A callable with the same signature.
+    """
+    if name() != "jax":
+        return keras.remat(function)
+
+    import jax
+
+    def wrapped(*args):
+        # Closed-over variable values (tracers under `stateless_call`) become explicit
+        # inputs, so custom_vjp can return their gradients.
+        converted, constants = jax.closure_convert(function, *args)
+
+        @jax.custom_vjp
+        def run(*inputs):
+            return converted(*inputs)
+
+        def forward(*inputs):
+            return converted(*inputs), inputs
+
+        def backward(inputs, cotangent):
+            def recompute_and_vjp(operands):
+                inputs, cotangent = operands
+                return jax.vjp(converted, *inputs)[1](cotangent)
+
+            first = jax.tree_util.tree_leaves(cotangent)[0].ravel()[0]
+            return jax.lax.cond(first == first, recompute_and_vjp, recompute_and_vjp, (inputs, cotangent))
+
+        run.defvjp(forward, backward)
+        return run(*args, *constants)
+
+    return wrapped
+
+
+# === Private Keras state ===
+
+
+def seed_generator_states(model):
+    """The state variables of every `keras.random.SeedGenerator` in `model`, in order."""
+    return [v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
+
+
+def sublayers(layer, recursive=False):
+    """The layers `layer` tracks (its direct children, or all descendants), in order.
+
+    Keras 3 has no public API for the children of a plain `Layer`; this uses
+    its private `Layer._flatten_layers` (checked with Keras 3.15.1).
+    """
+    return list(layer._flatten_layers(include_self=False, recursive=recursive))
