@@ -5,6 +5,7 @@
 """
 
 from keras_swinv2.models import presets
+from keras_swinv2.models.backbone import SwinV2Backbone
 from keras_swinv2.tasks.image_classifier import SwinV2ImageClassifier
 
 BUILDER_DOC = """Builds SwinV2-{letter}: embed dim {embed_dim}, depths {depths}, heads {num_heads}.
@@ -78,7 +79,7 @@ def SwinV2(
         A `SwinV2ImageClassifier` (`include_top=True`) or a `SwinV2Backbone`.
     """
     caller = f"SwinV2{variant.capitalize()}" if variant else "SwinV2"
-    presets.check_keywords(caller, architecture, presets.ARCHITECTURE_ARGS)
+    presets.check_keywords(caller, architecture, presets.architecture_args(SwinV2Backbone))
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}.")
     if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
@@ -87,9 +88,9 @@ def SwinV2(
     if name is None:
         name = f"swinv2_{variant}" if variant else "swinv2"
     if not include_top:
-        model = presets.build_backbone(plan, pooling=pooling, name=name)
+        model = presets.build_backbone(SwinV2Backbone, plan, pooling=pooling, name=name)
     else:
-        backbone = presets.build_backbone(plan, name=f"{name}_backbone")
+        backbone = presets.build_backbone(SwinV2Backbone, plan, name=f"{name}_backbone")
         num_classes = classes if classes is not None else (plan.classes or 1000)
         model = SwinV2ImageClassifier(backbone, num_classes, activation=classifier_activation, name=name)
     return presets.load_planned_weights(model, plan)

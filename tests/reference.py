@@ -102,11 +102,14 @@ def hf_outputs(model, images):
 
 
 def keras_outputs(model, images):
-    """Logits and the pyramid outputs P2.. of a `SwinV2Model`, as numpy."""
-    levels = sorted(model.pyramid_outputs)
-    extractor = keras.Model(model.input, [model.output] + [model.pyramid_outputs[k] for k in levels])
-    outs = extractor(images, training=False)
-    return keras.ops.convert_to_numpy(outs[0]), [keras.ops.convert_to_numpy(o) for o in outs[1:]]
+    """The output (logits or features) and the pyramid outputs P2.. of a SwinV2 backbone or
+    classifier, as numpy."""
+    backbone = getattr(model, "backbone", model)
+    levels = sorted(backbone.pyramid_outputs)
+    extractor = keras.Model(backbone.input, [backbone.pyramid_outputs[k] for k in levels])
+    stages = extractor(images, training=False)
+    out = model(images, training=False)
+    return keras.ops.convert_to_numpy(out), [keras.ops.convert_to_numpy(o) for o in stages]
 
 
 def max_abs_diff(a, b):

@@ -5,7 +5,7 @@ import pytest
 
 import keras
 
-from keras_swinv2 import SwinV2Model
+from helpers import build
 from keras_swinv2.layers import SwinV2Block
 
 TINY = dict(embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4, input_shape=(24, 24, 3), classes=5)
@@ -21,7 +21,7 @@ def _data(batch=4, size=24, classes=5):
 def _fit_with_sgd(drop_path_rate=0.5, **options):
     """Two SGD(lr=1) steps through `model.fit`: the weight change is the summed gradients."""
     keras.utils.set_random_seed(1)  # same weights and same DropPath seeds for every variant
-    model = SwinV2Model(drop_path_rate=drop_path_rate, **TINY, **options)
+    model = build(drop_path_rate=drop_path_rate, **TINY, **options)
     model.compile(optimizer=keras.optimizers.SGD(1.0), loss="categorical_crossentropy")
     x, y = _data()
     history = model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
@@ -53,33 +53,33 @@ def test_training_equals_plain_model_with_drop_path(options, report):
 @pytest.mark.parametrize("chunk", [1, 2, 3])
 def test_sequential_attention_inference_is_identical(chunk):
     keras.utils.set_random_seed(2)
-    plain = SwinV2Model(**TINY)
-    chunked = SwinV2Model(attention_chunk_size=chunk, **TINY)
+    plain = build(**TINY)
+    chunked = build(attention_chunk_size=chunk, **TINY)
     chunked.set_weights(plain.get_weights())
     x, _ = _data(batch=3)
     # 4 windows in stage 1: chunk 3 falls back to the largest divisor, 2
-    assert chunked.get_layer("stage_0").blocks[0].chunk == (1 if chunk == 1 else 2)
+    assert chunked.backbone.get_layer("stage_0").blocks[0].chunk == (1 if chunk == 1 else 2)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(chunked(x)), keras.ops.convert_to_numpy(plain(x)), atol=1e-6
     )
 
 
 def test_options_serialise():
-    model = SwinV2Model(gradient_checkpointing=True, attention_chunk_size=2, **TINY)
-    clone = SwinV2Model.from_config(model.get_config())
-    block = clone.get_layer("stage_1").blocks[1]
-    assert block.gradient_checkpointing and block.attention_chunk_size == 2
+    model = build(gradient_checkpointing=True, attention_chunk_size=2, **TINY)
+    clone = type(model).from_config(model.get_config())
+    block = clone.backbone.get_layer("stage_1").blocks[1]
+    assert block.options.gradient_checkpointing and block.options.attention_chunk_size == 2
     restored = SwinV2Block.from_config(block.get_config())
-    assert restored.gradient_checkpointing and restored.attention_chunk_size == 2
+    assert restored.options == block.options
 
 
 def test_bad_options_are_refused():
-    with pytest.raises(ValueError, match="needs drop=0 and attn_drop=0"):
-        SwinV2Model(gradient_checkpointing=True, drop_rate=0.1, **TINY)
-    with pytest.raises(ValueError, match="attention_chunk_size must be >= 0"):
-        SwinV2Model(attention_chunk_size=-1, **TINY)
+    with pytest.raises(ValueError, match="needs dropout_rate=0 and attention_dropout_rate=0"):
+        build(gradient_checkpointing=True, dropout_rate=0.1, **TINY)
+    with pytest.raises(ValueError, match="attention_chunk_size must be an int >= 0"):
+        build(attention_chunk_size=-1, **TINY)
     with pytest.raises(ValueError, match="needs a static resolution"):
-        SwinV2Model(attention_chunk_size=2, **dict(TINY, input_shape=(None, None, 3)))
+        build(attention_chunk_size=2, **dict(TINY, input_shape=(None, None, 3)))
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="XLA buffer assignment is read on JAX")
@@ -87,7 +87,7 @@ def test_checkpointing_shrinks_compiled_training_step(report):
     """XLA's buffer assignment for a jitted training step, with and without checkpointing.
 
     (With plain `jax.checkpoint`, XLA on CPU keeps every activation anyway: see
-    `keras_swinv2.layers.remat`.)
+    `keras_swinv2.backend.remat`.)
     """
     import jax
 
@@ -98,7 +98,7 @@ def test_checkpointing_shrinks_compiled_training_step(report):
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
 
     def temp_bytes(**options):
-        model = SwinV2Model(**config, **options)
+        model = build(**config, **options)
         trainable = [v.value for v in model.trainable_variables]
         non_trainable = [v.value for v in model.non_trainable_variables]
 

@@ -5,7 +5,7 @@ import pytest
 
 import keras
 
-from keras_swinv2 import SwinV2Model
+from helpers import build
 from keras_swinv2.layers import WindowAttention
 
 POLICIES = ("mixed_float16", "mixed_bfloat16")
@@ -24,25 +24,25 @@ def _digits(size=16):
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_policy_reaches_model_config_and_head(policy):
-    model = SwinV2Model(dtype=policy, **SMALL)
+    model = build(dtype=policy, **SMALL)
     assert model.dtype_policy.name == policy
-    assert SwinV2Model.from_config(model.get_config()).dtype_policy.name == policy
-    block = model.get_layer("stage_1").blocks[0]
+    assert type(model).from_config(model.get_config()).dtype_policy.name == policy
+    block = model.backbone.get_layer("stage_1").blocks[0]
     assert block.dtype_policy.name == policy
     assert block.attn.qkv.compute_dtype == policy.split("_")[1]
     # variables stay float32; the CPB MLP and the classifier compute in float32
     assert all(v.dtype == "float32" for v in model.weights)
     assert block.attn.bias_layer.fc1.compute_dtype == "float32"
-    assert model.get_layer("head").compute_dtype == "float32"
+    assert model.head.compute_dtype == "float32"
     out = model(np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32"))
     assert keras.backend.standardize_dtype(out.dtype) == "float32"
 
 
 def test_float16_compile_wraps_optimizer_in_loss_scaling():
-    model = SwinV2Model(dtype="mixed_float16", **SMALL)
+    model = build(dtype="mixed_float16", **SMALL)
     model.compile(optimizer="adamw", loss="sparse_categorical_crossentropy")
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-    model = SwinV2Model(dtype="mixed_bfloat16", **SMALL)
+    model = build(dtype="mixed_bfloat16", **SMALL)
     model.compile(optimizer="adamw", loss="sparse_categorical_crossentropy")
     assert not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
 
@@ -50,8 +50,8 @@ def test_float16_compile_wraps_optimizer_in_loss_scaling():
 @pytest.mark.parametrize("policy,tolerance", [("mixed_float16", 0.01), ("mixed_bfloat16", 0.05)])
 def test_inference_matches_float32(policy, tolerance, report):
     keras.utils.set_random_seed(3)
-    reference = SwinV2Model(classifier_activation=None, **SMALL)
-    mixed = SwinV2Model(classifier_activation=None, dtype=policy, **SMALL)
+    reference = build(classifier_activation=None, **SMALL)
+    mixed = build(classifier_activation=None, dtype=policy, **SMALL)
     mixed.set_weights(reference.get_weights())
     x = _digits(32)[0][:8]
     expected = keras.ops.convert_to_numpy(reference(x))
@@ -79,7 +79,7 @@ def test_attention_stays_finite_on_large_activations(policy):
 def _train(policy, epochs, samples, depths, batch=32):
     keras.utils.set_random_seed(0)
     x, y = _digits(16)
-    model = SwinV2Model(
+    model = build(
         embed_dim=16, depths=depths, num_heads=(2, 4), window_size=4, input_shape=(16, 16, 3),
         classes=10, drop_path_rate=0.1, dtype=policy,
     )

@@ -12,7 +12,7 @@ import torch
 
 import keras
 
-from keras_swinv2 import SwinV2Model
+from helpers import build
 from keras_swinv2.weights import load_state_dict
 
 from reference import hf_outputs, hf_swin_v1, hf_swinv2, keras_outputs, max_abs_diff, state_dict_numpy
@@ -54,7 +54,7 @@ def test_swinv2_matches_hf(case, report):
     reference = hf_swinv2((height, width), window_size=window, pretrained_window_sizes=pretrained, **arch)
     images = np.random.default_rng(1).normal(size=(batch, height, width, 3)).astype("float32")
 
-    model = SwinV2Model(
+    model = build(
         **arch,
         window_size=window,
         pretrained_window_sizes=pretrained,
@@ -73,13 +73,13 @@ def test_v1_switches_equal_hf_swin(report):
     reference = hf_swin_v1(224, window_size=7, **arch)
     images = np.random.default_rng(2).normal(size=(2, 224, 224, 3)).astype("float32")
 
-    model = SwinV2Model(
+    model = build(
         **arch,
         window_size=7,
         attention="dot",
-        norm="pre",
+        norm_position="pre",
         position_bias="table",
-        patch_merging=1,
+        patch_merging="v1",
         key_bias=True,
         input_shape=(224, 224, 3),
         classes=10,
@@ -134,7 +134,7 @@ def test_gradients_match_hf(report):
         **arch, window_size=8, pretrained_window_sizes=(4, 4), input_shape=(64, 64, 3), classes=10,
         classifier_activation=None, drop_path_rate=0.0,
     )
-    model, from_hf = SwinV2Model(**kwargs), SwinV2Model(**kwargs)
+    model, from_hf = build(**kwargs), build(**kwargs)
     load_state_dict(model, state_dict_numpy(reference))
     ours = keras_gradients(model, images, weights)
 

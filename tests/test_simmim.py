@@ -13,16 +13,17 @@ import torch
 
 import keras
 
-from keras_swinv2 import SwinV2Model
+import keras_swinv2
+
+from helpers import build
 from keras_swinv2.simmim import (
     MaskGenerator,
     MaskToken,
     SwinV2SimMIM,
-    copy_encoder_weights,
     masked_l1_loss,
     pixel_shuffle,
 )
-from keras_swinv2.weights import load_state_dict
+from keras_swinv2.weights import copy_encoder_weights, load_state_dict
 
 from reference import max_abs_diff, randomize_, state_dict_numpy
 
@@ -33,7 +34,7 @@ ARCH = dict(embed_dim=16, num_heads=(2, 4), window_size=4)
 def encoder(depths=(1, 1), **overrides):
     config = dict(ARCH, depths=depths, input_shape=(SIZE, SIZE, 3), include_top=False, drop_path_rate=0.0)
     config.update(overrides)
-    return SwinV2Model(**config)
+    return build(**config)
 
 
 def synthetic_images(n, size=SIZE, seed=0):
@@ -223,13 +224,13 @@ def test_masked_l1_loss_is_float32_and_ignores_visible_pixels():
 
 
 def test_simmim_rejects_unusable_encoders():
-    with pytest.raises(ValueError, match="include_top=False, pooling=None"):
+    with pytest.raises(ValueError, match="needs a SwinV2Backbone encoder; got SwinV2ImageClassifier"):
         SwinV2SimMIM(encoder(include_top=True, classes=3))
-    with pytest.raises(ValueError, match="include_top=False, pooling=None"):
+    with pytest.raises(ValueError, match="pooling=None; got pooling='avg'"):
         SwinV2SimMIM(encoder(pooling="avg"))
     with pytest.raises(ValueError, match="multiples of the encoder stride 8"):
         SwinV2SimMIM(encoder(input_shape=(36, 36, 3)))
-    with pytest.raises(ValueError, match="needs a SwinV2Model"):
+    with pytest.raises(ValueError, match="needs a SwinV2Backbone"):
         SwinV2SimMIM(keras.Sequential([keras.layers.Dense(2)]))
 
 
@@ -357,30 +358,30 @@ def test_fit_trains_the_encoder_in_place(trained):
 
 def test_copy_encoder_weights_into_a_classifier(trained):
     model = trained["model"]
-    classifier = SwinV2Model(**ARCH, depths=(1, 1), input_shape=(SIZE, SIZE, 3), classes=3)
-    head_before = [to_numpy(w).copy() for w in classifier.get_layer("head").weights]
+    classifier = build(**ARCH, depths=(1, 1), input_shape=(SIZE, SIZE, 3), classes=3)
+    head_before = [to_numpy(w).copy() for w in classifier.head.weights]
 
     copied = copy_encoder_weights(model, classifier)  # the SimMIM model or its encoder
     assert copied == ["patch_embed", "stage_0", "stage_1", "norm"]
     for name in copied:
-        ours, theirs = model.encoder.get_layer(name).weights, classifier.get_layer(name).weights
+        ours, theirs = model.encoder.get_layer(name).weights, classifier.backbone.get_layer(name).weights
         assert len(ours) == len(theirs) > 0
         for a, b in zip(ours, theirs):
             np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
-    for a, b in zip(head_before, classifier.get_layer("head").weights):
+    for a, b in zip(head_before, classifier.head.weights):
         np.testing.assert_array_equal(a, to_numpy(b))
     # the classifier now computes the pre-trained features
     images = synthetic_images(2, seed=9)
-    backbone = keras.Model(classifier.input, classifier.get_layer("norm").output)
+    backbone = classifier.backbone
     np.testing.assert_allclose(
         to_numpy(backbone(images)), to_numpy(model.encoder(images)), atol=1e-6
     )
 
-    more_heads = SwinV2Model(**dict(ARCH, num_heads=(4, 4)), depths=(1, 1), input_shape=(SIZE, SIZE, 3), classes=3)
+    more_heads = build(**dict(ARCH, num_heads=(4, 4)), depths=(1, 1), input_shape=(SIZE, SIZE, 3), classes=3)
     expected = r"expected stage_0/blocks_0/attn/logit_scale \(2, 1, 1\).*got \S+ \(4, 1, 1\)"
     with pytest.raises(ValueError, match=expected):
         copy_encoder_weights(model.encoder, more_heads)
-    deeper = SwinV2Model(**ARCH, depths=(1, 2), input_shape=(SIZE, SIZE, 3), classes=3)
+    deeper = build(**ARCH, depths=(1, 2), input_shape=(SIZE, SIZE, 3), classes=3)
     deeper_before = [to_numpy(w).copy() for w in deeper.weights]
     with pytest.raises(ValueError, match="layer stage_1.*blocks_1"):
         copy_encoder_weights(model.encoder, deeper)
@@ -394,7 +395,7 @@ def test_save_and_load_round_trip(trained):
     path = str(trained["tmp"] / "simmim.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, SwinV2SimMIM) and isinstance(loaded.encoder, SwinV2Model)
+    assert isinstance(loaded, SwinV2SimMIM) and isinstance(loaded.encoder, keras_swinv2.SwinV2Backbone)
     assert loaded.encoder_stride == model.encoder_stride
     batch = {k: to_numpy(v)[:2] for k, v in next(iter(trained["dataset"])).items()}
     np.testing.assert_array_equal(
@@ -410,20 +411,20 @@ def test_copy_weights_to_a_larger_window_resizes_v1_tables_and_keeps_the_head():
     head copied on request; the CPB variant transfers unchanged."""
     from keras_swinv2.layers import resize_relative_position_table
 
-    arch = dict(embed_dim=8, depths=(1, 1), num_heads=(2, 4), classes=3, attention="dot", norm="pre",
+    arch = dict(embed_dim=8, depths=(1, 1), num_heads=(2, 4), classes=3, attention="dot", norm_position="pre",
                 position_bias="table", drop_path_rate=0.0)
-    small = SwinV2Model(**arch, window_size=4, input_shape=(32, 32, 3))
+    small = build(**arch, window_size=4, input_shape=(32, 32, 3))
     for v in small.weights:
         v.assign(np.random.default_rng(0).standard_normal(v.shape).astype("float32"))
-    big = SwinV2Model(**arch, window_size=8, input_shape=(64, 64, 3))
+    big = build(**arch, window_size=8, input_shape=(64, 64, 3))
     assert "head" in copy_encoder_weights(small, big, head=True)
     table = "stage_0/blocks_0/attn/relative_position_bias/relative_position_bias_table"
     src, dst = ({v.path: v for v in m.weights}[table] for m in (small, big))
     assert tuple(src.shape) == (49, 2) and tuple(dst.shape) == (225, 2)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(dst),
                                resize_relative_position_table(keras.ops.convert_to_numpy(src), 4, 8), atol=1e-6)
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(big.get_layer("head").kernel),
-                                  keras.ops.convert_to_numpy(small.get_layer("head").kernel))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(big.head.kernel),
+                                  keras.ops.convert_to_numpy(small.head.kernel))
     with pytest.raises(ValueError, match="same number of classes"):
-        copy_encoder_weights(small, SwinV2Model(**{**arch, "classes": 5}, window_size=8, input_shape=(64, 64, 3)),
+        copy_encoder_weights(small, build(**{**arch, "classes": 5}, window_size=8, input_shape=(64, 64, 3)),
                              head=True)

@@ -8,6 +8,7 @@ from keras_swinv2.layers.block import BlockOptions, _check_rate
 from keras_swinv2.layers.patch_embedding import LAYER_NORM_EPSILON, PatchEmbedding
 from keras_swinv2.layers.patch_merging import PATCH_MERGING_VERSIONS
 from keras_swinv2.layers.stage import SwinV2Stage
+from keras_swinv2.models.presets import backbone_from_preset
 
 POOLING_TYPES = (None, "avg", "max")
 
@@ -304,6 +305,4 @@ class SwinV2Backbone(keras.Model):
         Returns:
             A `SwinV2Backbone` with the preset's weights.
         """
-        from keras_swinv2.models.presets import backbone_from_preset
-
-        return backbone_from_preset(preset, **kwargs)
+        return backbone_from_preset(cls, preset, **kwargs)

@@ -3,7 +3,8 @@
 The builders (`keras_swinv2.SwinV2Tiny`, ...) and the `from_preset` class
 methods share these steps: `plan_model` decides the architecture and where the
 weights come from, the caller builds the model (a backbone, or a task model
-on one), and `load_planned_weights` fills it.
+on one), and `load_planned_weights` fills it. The backbone class is passed in
+(this module sits below `backbone.py`, whose `from_preset` calls it).
 """
 
 import dataclasses
@@ -13,7 +14,6 @@ import os
 
 import keras
 
-from keras_swinv2.models.backbone import SwinV2Backbone
 from keras_swinv2.models.variants import VARIANTS
 from keras_swinv2.weights import (
     CHECKPOINTS,
@@ -27,11 +27,13 @@ from keras_swinv2.weights import (
 
 # Suffixes that make a `weights=` / preset string a file path.
 FILE_SUFFIXES = (".h5", ".keras", ".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".npz")
-# Backbone arguments the builders take as `**architecture` (the rest are builder arguments).
-_NOT_ARCHITECTURE = ("image_shape", "pooling", "input_tensor", "name", "trainable")
-ARCHITECTURE_ARGS = tuple(
-    p for p in inspect.signature(SwinV2Backbone.__init__).parameters if p not in ("self", *_NOT_ARCHITECTURE)
-)
+# Backbone arguments that are not `**architecture` of a builder (they are builder arguments).
+_NOT_ARCHITECTURE = ("self", "image_shape", "pooling", "input_tensor", "name", "trainable")
+
+
+def architecture_args(backbone_cls):
+    """The backbone arguments a builder takes as `**architecture` (`window_size`, `dtype`, ...)."""
+    return tuple(p for p in inspect.signature(backbone_cls.__init__).parameters if p not in _NOT_ARCHITECTURE)
 
 
 def check_keywords(caller, kwargs, allowed):
@@ -137,9 +139,9 @@ def plan_model(variant=None, weights=None, input_shape=None, input_tensor=None, 
     return plan
 
 
-def build_backbone(plan, pooling=None, name="swinv2_backbone"):
-    """The `SwinV2Backbone` a `Plan` describes (weights not loaded yet)."""
-    return SwinV2Backbone(**plan.config, pooling=pooling, name=name)
+def build_backbone(backbone_cls, plan, pooling=None, name="swinv2_backbone"):
+    """The backbone (a `SwinV2Backbone`) a `Plan` describes, weights not loaded yet."""
+    return backbone_cls(**plan.config, pooling=pooling, name=name)
 
 
 def load_planned_weights(model, plan):
@@ -181,18 +183,18 @@ def preset_arguments(preset, kwargs):
     )
 
 
-def backbone_from_preset(preset, **kwargs):
+def backbone_from_preset(backbone_cls, preset, **kwargs):
     """`SwinV2Backbone.from_preset`: see there."""
     variant, kwargs, loaded = preset_arguments(preset, kwargs)
     if loaded is not None:
         check_keywords("SwinV2Backbone.from_preset", kwargs, ())
         backbone = getattr(loaded, "backbone", loaded)
-        if not isinstance(backbone, SwinV2Backbone):
+        if not isinstance(backbone, backbone_cls):
             raise ValueError(f"{preset} holds a {type(loaded).__name__}, not a SwinV2 model.")
         return backbone
-    allowed = ("weights", "input_shape", "input_tensor", "pooling", "name", *ARCHITECTURE_ARGS)
+    allowed = ("weights", "input_shape", "input_tensor", "pooling", "name", *architecture_args(backbone_cls))
     check_keywords("SwinV2Backbone.from_preset", kwargs, allowed)
     pooling = kwargs.pop("pooling", None)
     name = kwargs.pop("name", f"swinv2_{variant}_backbone" if variant else "swinv2_backbone")
     plan = plan_model(variant, **kwargs)
-    return load_planned_weights(build_backbone(plan, pooling=pooling, name=name), plan)
+    return load_planned_weights(build_backbone(backbone_cls, plan, pooling=pooling, name=name), plan)

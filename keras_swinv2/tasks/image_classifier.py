@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_swinv2.models import presets
 from keras_swinv2.models.backbone import SwinV2Backbone, head_policy
 
 POOLING_TYPES = ("avg", "max")
@@ -125,8 +126,6 @@ class SwinV2ImageClassifier(keras.Model):
         Returns:
             A `SwinV2ImageClassifier`.
         """
-        from keras_swinv2.models import presets
-
         variant, kwargs, loaded = presets.preset_arguments(preset, kwargs)
         if loaded is not None:
             presets.check_keywords(f"{cls.__name__}.from_preset", kwargs, ())
@@ -134,12 +133,13 @@ class SwinV2ImageClassifier(keras.Model):
                 raise ValueError(f"{preset} holds a {type(loaded).__name__}, not a {cls.__name__}.")
             return loaded
         head_args = ("num_classes", "activation", "pooling", "dropout", "name")
-        allowed = ("weights", "input_shape", "input_tensor", *head_args, *presets.ARCHITECTURE_ARGS)
+        architecture = presets.architecture_args(SwinV2Backbone)
+        allowed = ("weights", "input_shape", "input_tensor", *head_args, *architecture)
         presets.check_keywords(f"{cls.__name__}.from_preset", kwargs, allowed)
         head = {k: kwargs.pop(k) for k in head_args if k in kwargs}
         plan = presets.plan_model(variant, **kwargs)
         name = head.pop("name", f"swinv2_{variant}" if variant else "swinv2_image_classifier")
         num_classes = head.pop("num_classes", None) or plan.classes or 1000
-        backbone = presets.build_backbone(plan, name=f"{name}_backbone")
+        backbone = presets.build_backbone(SwinV2Backbone, plan, name=f"{name}_backbone")
         model = cls(backbone, num_classes, name=name, **head)
         return presets.load_planned_weights(model, plan)

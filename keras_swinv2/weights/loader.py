@@ -6,7 +6,6 @@ otherwise the model is the backbone itself (`stages` and the layers
 `patch_embed` and `norm`).
 """
 
-import os
 import warnings
 
 import numpy as np
@@ -15,7 +14,6 @@ from keras_swinv2.layers.position_bias import (
     relative_position_table_window,
     resize_relative_position_table,
 )
-from keras_swinv2.weights.io import read_state_dict
 from keras_swinv2.weights.layouts import to_canonical
 
 # How a PyTorch tensor becomes a Keras variable.
@@ -165,48 +163,3 @@ def load_state_dict(model, state, layout=None):
         )
     for name, (variable, _) in target.items():
         variable.assign(values[name].astype(variable.dtype))
-
-
-def load_weights(model, weights, layout=None):
-    """Loads `weights` into `model`.
-
-    Args:
-        model: a `SwinV2Backbone` or a task model on one (`SwinV2ImageClassifier`).
-        weights: path to a Keras file or a PyTorch checkpoint (`.safetensors`,
-            `.pth`, `.pt`, `.bin`, `.npz`) in the official, timm or HF
-            transformers layout. A `.weights.h5` file must come from a model
-            of the same class and architecture; a `.keras` file may hold any
-            SwinV2 model of the same architecture (backbone, classifier, SimMIM):
-            its backbone is copied, and its head too when both have one with
-            the same number of classes.
-        layout: force a layout instead of detecting it.
-
-    Returns:
-        `model`.
-    """
-    path = os.fspath(weights)
-    if path.endswith((".weights.h5", ".keras")) and not os.path.isfile(path):
-        raise FileNotFoundError(f"No weights file at {path!r}.")
-    if path.endswith(".weights.h5"):
-        model.load_weights(path)
-        return model
-    if path.endswith(".keras"):
-        import keras
-
-        from keras_swinv2.weights.transfer import copy_encoder_weights
-
-        source = keras.saving.load_model(path, compile=False)
-        try:
-            model_parts(source)
-        except TypeError:
-            raise ValueError(
-                f"{path} holds a {type(source).__name__} '{source.name}', not a SwinV2 model "
-                "(a SwinV2Backbone, a task model on one, or a SwinV2SimMIM)."
-            ) from None
-        _, source_head = model_parts(source)
-        _, head = model_parts(model)
-        same_head = source_head is not None and head is not None and source_head.units == head.units
-        copy_encoder_weights(source, model, head=same_head)
-        return model
-    load_state_dict(model, read_state_dict(path), layout=layout)
-    return model

@@ -1,5 +1,7 @@
 """Copying weights between SwinV2 models: a backbone under a new head, a model at a new window."""
 
+import os
+
 import numpy as np
 
 import keras
@@ -8,7 +10,8 @@ from keras_swinv2.layers.position_bias import (
     relative_position_table_window,
     resize_relative_position_table,
 )
-from keras_swinv2.weights.loader import TABLE, keras_weight_map, model_parts
+from keras_swinv2.weights.io import read_state_dict
+from keras_swinv2.weights.loader import TABLE, keras_weight_map, load_state_dict, model_parts
 
 
 def _layer_of(name):
@@ -82,7 +85,8 @@ def copy_encoder_weights(source, target, head=False):
         if src is None or dst is None or src[1] == "mismatch":
             raise ValueError(
                 f"copy_encoder_weights: '{target.name}' does not have the source's architecture: "
-                f"{name}: expected {describe(src)} (from '{source.name}'), got {describe(dst)}."
+                f"layer {_layer_of(name)}, tensor {name}: expected {describe(src)} (from '{source.name}'), "
+                f"got {describe(dst)}."
             )
         pairs.append((src[0], dst[0], windows))
     for src, dst, windows in pairs:
@@ -104,3 +108,44 @@ def _table_windows(source, target):
         return None
     sides = tuple(relative_position_table_window(v.shape[0]) for v in (src, dst))
     return None if None in sides else sides
+
+
+def load_weights(model, weights, layout=None):
+    """Loads `weights` into `model`.
+
+    Args:
+        model: a `SwinV2Backbone` or a task model on one (`SwinV2ImageClassifier`).
+        weights: path to a Keras file or a PyTorch checkpoint (`.safetensors`,
+            `.pth`, `.pt`, `.bin`, `.npz`) in the official, timm or HF
+            transformers layout. A `.weights.h5` file must come from a model
+            of the same class and architecture; a `.keras` file may hold any
+            SwinV2 model of the same architecture (backbone, classifier, SimMIM):
+            its backbone is copied, and its head too when both have one with
+            the same number of classes.
+        layout: force a layout instead of detecting it.
+
+    Returns:
+        `model`.
+    """
+    path = os.fspath(weights)
+    if path.endswith((".weights.h5", ".keras")) and not os.path.isfile(path):
+        raise FileNotFoundError(f"No weights file at {path!r}.")
+    if path.endswith(".weights.h5"):
+        model.load_weights(path)
+        return model
+    if path.endswith(".keras"):
+        source = keras.saving.load_model(path, compile=False)
+        try:
+            model_parts(source)
+        except TypeError:
+            raise ValueError(
+                f"{path} holds a {type(source).__name__} '{source.name}', not a SwinV2 model "
+                "(a SwinV2Backbone, a task model on one, or a SwinV2SimMIM)."
+            ) from None
+        _, source_head = model_parts(source)
+        _, head = model_parts(model)
+        same_head = source_head is not None and head is not None and source_head.units == head.units
+        copy_encoder_weights(source, model, head=same_head)
+        return model
+    load_state_dict(model, read_state_dict(path), layout=layout)
+    return model

@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from keras_swinv2.layers import WindowAttention, l2_normalize
-from keras_swinv2.layers.attention import softmax as attention_softmax
+from keras_swinv2.backend import softmax as attention_softmax
 
 from reference import max_abs_diff, randomize_
 from swin_layer_helpers import (
@@ -207,14 +207,15 @@ def test_l2_normalize_is_safe_on_zero_vectors():
 def test_torch_cosine_query_key_matches_normalized_heads(dtype):
     """The torch path normalizes q and k on the fused (windows, N, 3C) projection: the result is
     per-head `scale * q / ||q||` and `k / ||k||` in float32, zero vectors included."""
-    from keras_swinv2.layers.torch_ops import cosine_query_key
+    from keras_swinv2.backend import cosine_query_key
 
     windows, n, heads, head_dim = 5, 16, 3, 4
     qkv = np.random.default_rng(0).standard_normal((windows, n, 3 * heads * head_dim))
     qkv[1, 2, :head_dim] = 0.0  # one query of head 0 is zero
     qkv = torch.tensor(qkv, dtype=dtype)
     scale = torch.tensor([2.0, 10.0, 100.0]).reshape(heads, 1, 1)
-    q, k = cosine_query_key(qkv, heads, scale)
+    views = qkv.reshape(windows, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+    q, k = cosine_query_key(qkv, views[0], views[1], heads, scale)
     assert q.dtype == k.dtype == torch.float32
     assert q.shape == k.shape == (windows, heads, n, head_dim)
     split = qkv.double().numpy().reshape(windows, n, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)
@@ -257,7 +258,7 @@ def test_attention_softmax_matches_and_has_no_denormals_on_torch():
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-30)
 
 
-@pytest.mark.parametrize("rates", [dict(attn_drop=0.5), dict(proj_drop=0.5)])
+@pytest.mark.parametrize("rates", [dict(attention_dropout_rate=0.5), dict(dropout_rate=0.5)])
 def test_dropout_acts_in_training_only(rates):
     """Dropout layers are skipped when they cannot drop (inference, rate 0), never in training."""
     layer = WindowAttention(8, 2, 4, **rates)
@@ -276,7 +277,7 @@ def test_dropout_acts_in_training_only(rates):
 def test_mlp_dropout_acts_in_training_only():
     from keras_swinv2.layers.block import Mlp
 
-    mlp = Mlp(8, 16, drop=0.5)
+    mlp = Mlp(8, 16, dropout_rate=0.5)
     x = np.random.default_rng(0).standard_normal((4, 8)).astype("float32")
     inference = to_numpy(mlp(x))
     np.testing.assert_array_equal(to_numpy(mlp(x, training=False)), inference)

@@ -60,7 +60,7 @@ def test_post_norm_block_is_identity_at_init():
 
 
 def test_pre_norm_block_norms_start_at_one():
-    block = SwinV2Block(8, 2, window_size=4, norm="pre")
+    block = SwinV2Block(8, 2, window_size=4, norm_position="pre")
     block.build((1, 8, 8, 8))
     np.testing.assert_array_equal(to_numpy(block.norm1.gamma), 1.0)
     np.testing.assert_array_equal(to_numpy(block.norm2.gamma), 1.0)
@@ -98,7 +98,7 @@ def _ln(layer, x):
 )
 def test_block_data_path(norm, shape, window, shift):
     x = np.random.default_rng(1).standard_normal(shape).astype("float32")
-    block = SwinV2Block(8, 2, window_size=window, shift_size=shift, norm=norm)
+    block = SwinV2Block(8, 2, window_size=window, shift_size=shift, norm_position=norm)
     block.build(shape)
     randomize_keras(block, seed=2)
     assert (block.window, block.shift) == (window, shift)
@@ -167,12 +167,16 @@ def test_extra_norm_adds_norm3_on_the_output():
 
 
 def test_block_argument_errors():
-    with pytest.raises(ValueError, match="norm must be one of"):
-        SwinV2Block(8, 2, norm="mid")
+    with pytest.raises(ValueError, match="norm_position must be one of"):
+        SwinV2Block(8, 2, norm_position="mid")
     with pytest.raises(ValueError, match="shift_size must be in"):
         SwinV2Block(8, 2, window_size=4, shift_size=4)
     with pytest.raises(ValueError, match="window_size must be >= 1"):
         SwinV2Block(8, 2, window_size=0)
+    with pytest.raises(ValueError, match=r"drop_path_rate must be a float in \[0, 1\); got 1.5"):
+        SwinV2Block(8, 2, drop_path_rate=1.5)
+    with pytest.raises(TypeError, match="options must be a BlockOptions"):
+        SwinV2Block(8, 2, options="post")
     with pytest.raises(ValueError, match=r"\(batch, height, width, 8\)"):
         SwinV2Block(8, 2, window_size=4).build((1, 8, 8, 6))
 
@@ -241,7 +245,7 @@ def test_drop_path_rejects_bad_rate():
 def test_block_drop_path_only_in_training():
     shape = (32, 4, 4, 8)
     x = np.random.default_rng(7).standard_normal(shape).astype("float32")
-    block = SwinV2Block(8, 2, window_size=4, drop_path=0.5)
+    block = SwinV2Block(8, 2, window_size=4, drop_path_rate=0.5)
     block.build(shape)
     randomize_keras(block, seed=8)
     inference = to_numpy(block(x, training=False))
@@ -269,7 +273,7 @@ def test_mlp_matches_numpy():
 def test_stage_wiring():
     stage = SwinV2Stage(
         8, depth=4, num_heads=2, window_size=4, downsample=True, extra_norm_period=2,
-        drop_path=[0.0, 0.1, 0.2, 0.3], norm="post", mlp_ratio=2.0,
+        drop_path_rates=[0.0, 0.1, 0.2, 0.3], norm_position="post", mlp_ratio=2.0,
     )
     shape = (1, 11, 20, 4)  # merged (odd height padded) to (1, 6, 10, 8)
     x = np.random.default_rng(10).standard_normal(shape).astype("float32")
@@ -277,7 +281,7 @@ def test_stage_wiring():
     assert tuple(out.shape) == (1, 6, 10, 8) == stage.compute_output_shape(shape)
     assert [b.shift_size for b in stage.blocks] == [0, 2, 0, 2]
     assert [b.norm3 is not None for b in stage.blocks] == [False, True, False, True]
-    assert [b.drop_path for b in stage.blocks] == [0.0, 0.1, 0.2, 0.3]
+    assert [b.drop_path_rate for b in stage.blocks] == [0.0, 0.1, 0.2, 0.3]
     assert all(b.mlp.hidden_dim == 16 for b in stage.blocks)
     assert isinstance(stage.merge, PatchMerging) and stage.merge.dim == 4
 
@@ -288,6 +292,6 @@ def test_stage_wiring():
     np.testing.assert_allclose(to_numpy(stage(x)), to_numpy(expected), rtol=0, atol=1e-6)
 
     with pytest.raises(ValueError, match="one per block"):
-        SwinV2Stage(8, depth=2, num_heads=2, drop_path=[0.1])
+        SwinV2Stage(8, depth=2, num_heads=2, drop_path_rates=[0.1])
     with pytest.raises(ValueError, match="even dim"):
         SwinV2Stage(9, depth=1, num_heads=3, downsample=True)

@@ -21,7 +21,7 @@ def _numpy_merge(x, layer):
     return layer_norm(cat, gamma, beta) @ kernel
 
 
-@pytest.mark.parametrize("version", [2, 1])
+@pytest.mark.parametrize("version", ["v2", "v1"])
 @pytest.mark.parametrize("shape", [(2, 4, 6, 3), (1, 5, 7, 3), (1, 1, 2, 3)])
 def test_patch_merging_matches_numpy(version, shape):
     x = np.random.default_rng(0).standard_normal(shape).astype("float32")
@@ -29,7 +29,7 @@ def test_patch_merging_matches_numpy(version, shape):
     layer.build(shape)
     randomize_keras(layer, seed=1)
     assert tuple(layer.reduction.kernel.shape) == (12, 6)
-    assert tuple(layer.norm.gamma.shape) == ((6,) if version == 2 else (12,))
+    assert tuple(layer.norm.gamma.shape) == ((6,) if version == "v2" else (12,))
     assert layer.reduction.bias is None
     out = to_numpy(layer(x))
     expected_shape = (shape[0], (shape[1] + 1) // 2, (shape[2] + 1) // 2, 6)
@@ -42,7 +42,7 @@ def test_patch_merging_concatenation_order_is_visible():
     x = np.zeros((1, 2, 2, 2), dtype="float32")
     for m, (r, c) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)]):
         x[0, r, c] = [10 * m, 10 * m + 1]
-    layer = PatchMerging(2, version=1, out_dim=8)
+    layer = PatchMerging(2, version="v1", out_dim=8)
     layer.build(x.shape)
     layer.reduction.kernel.assign(np.eye(8, dtype="float32"))
     layer.norm.gamma.assign(np.ones(8, dtype="float32"))
@@ -58,8 +58,8 @@ def test_patch_merging_out_dim_and_errors():
     assert tuple(layer.norm.gamma.shape) == (5,)
     assert layer.compute_output_shape((1, 4, 4, 4)) == (1, 2, 2, 5)
     assert layer.compute_output_shape((None, None, 7, 4)) == (None, None, 4, 5)
-    with pytest.raises(ValueError, match="version must be 1 or 2"):
-        PatchMerging(4, version=3)
+    with pytest.raises(ValueError, match=r"version must be one of \('v2', 'v1'\); got 'v3'"):
+        PatchMerging(4, version="v3")
     with pytest.raises(ValueError, match=r"\(batch, height, width, 4\)"):
         PatchMerging(4).build((1, 4, 4, 3))
 

@@ -39,7 +39,7 @@ CASES = {
     "WindowAttention-dot": (
         lambda: WindowAttention(
             8, 2, 4, attention="dot", position_bias="table", key_bias=True,
-            attn_drop=0.1, proj_drop=0.2,
+            attention_dropout_rate=0.1, dropout_rate=0.2,
         ),
         (6, 16, 8),
     ),
@@ -51,27 +51,27 @@ CASES = {
     "SwinV2Block": (
         lambda: SwinV2Block(
             8, 2, window_size=4, shift_size=2, pretrained_window_size=3, mlp_ratio=2.0,
-            drop_path=0.1, extra_norm=True,
+            drop_path_rate=0.1, extra_norm=True,
         ),
         (1, 6, 10, 8),
     ),
     "SwinV2Block-v1": (
         lambda: SwinV2Block(
-            8, 2, window_size=4, shift_size=2, norm="pre", attention="dot",
+            8, 2, window_size=4, shift_size=2, norm_position="pre", attention="dot",
             position_bias="table", key_bias=True,
         ),
         (1, 6, 10, 8),
     ),
-    "PatchMerging": (lambda: PatchMerging(3, version=1, out_dim=6), (1, 5, 7, 3)),
+    "PatchMerging": (lambda: PatchMerging(3, version="v1", out_dim=6), (1, 5, 7, 3)),
     "SwinV2Stage": (
         lambda: SwinV2Stage(
-            8, depth=2, num_heads=2, window_size=4, downsample=True, drop_path=[0.0, 0.1],
-            extra_norm_period=2, mlp_ratio=2.0, pretrained_window_size=6, norm="post",
+            8, depth=2, num_heads=2, window_size=4, downsample=True, drop_path_rates=[0.0, 0.1],
+            extra_norm_period=2, mlp_ratio=2.0, pretrained_window_size=6, norm_position="post",
         ),
         (1, 12, 20, 4),
     ),
     "DropPath": (lambda: DropPath(0.3, seed=4), (8, 3, 2)),
-    "Mlp": (lambda: Mlp(6, 10, drop=0.1), (2, 3, 6)),
+    "Mlp": (lambda: Mlp(6, 10, dropout_rate=0.1), (2, 3, 6)),
 }
 
 
