@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # pytest-xdist worker processes per pass; 0 runs the tests in the pytest process itself.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test lint bench venv clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,14 +21,20 @@ venv: $(STAMP)
 demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/swinv2 demo
 
-# The whole suite, once per Keras backend; then the tutorials, executed and checked by nbval
+# ruff: lint and format check (part of `make test`).
+lint: $(STAMP)
+	$(BIN)/ruff check keras_swinv2 tests conversion benchmarks scripts
+	$(BIN)/ruff format --check keras_swinv2 tests conversion benchmarks scripts
+
+# The whole suite (after the lint), once per Keras backend; then the tutorials, executed and checked by nbval
 # (cells marked `# NBVAL_CHECK_OUTPUT` must reproduce their stored output) on their backend.
 # Tests run in TEST_WORKERS processes (pytest-xdist): much of a test's time is single-threaded
 # Python and compilation, so two processes on 2 cores finish a pass 1.1-1.7x sooner. A notebook's
 # cells share one kernel, so each notebook stays in one process (--dist loadfile).
 NOTEBOOKS ?= $(wildcard tutorials/*.ipynb)
 test: $(STAMP)
-	@status=0; for backend in $(BACKENDS); do \
+	@status=0; $(MAKE) --no-print-directory lint || status=1; \
+	for backend in $(BACKENDS); do \
 		echo "=== KERAS_BACKEND=$$backend ==="; \
 		KERAS_BACKEND=$$backend TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) $(PYTEST_ARGS) tests || status=1; \
 	done; \

@@ -309,7 +309,7 @@ class _Worker:
             if line is None:
                 self.proc.wait()
                 self._stderr_thread.join(timeout=5)
-                last = next((l.strip() for l in reversed(self.stderr) if l.strip()), "no output")
+                last = next((line.strip() for line in reversed(self.stderr) if line.strip()), "no output")
                 raise RuntimeError(f"worker exited ({self.proc.returncode}): {last[:200]}")
             if line.startswith(("READY ", "TIME ", "ERROR ")):
                 return line

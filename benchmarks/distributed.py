@@ -130,7 +130,7 @@ def main():
                 for name in ("variant", "size", "window", "batch", "steps"):
                     command += [f"--{name}", str(getattr(args, name))]
                 proc = subprocess.run(command, env=env, capture_output=True, text=True)
-                lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+                lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
                 if not lines:
                     rows.append(f"| {backend} | {devices} | {option} | error: {proc.stderr.strip()[-200:]} | | |")
                     print(rows[-1], flush=True)

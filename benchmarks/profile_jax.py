@@ -82,7 +82,7 @@ def describe(hlo_text):
             name, dtype, dims, _ = m.groups()
             callee = re.search(r"calls=%([\w.\-]+)", line)
             if callee and callee.group(1) in computations:
-                flops = sum(dot_flops(l, shapes[callee.group(1)]) for l in computations[callee.group(1)])
+                flops = sum(dot_flops(op, shapes[callee.group(1)]) for op in computations[callee.group(1)])
             else:
                 flops = dot_flops(line, shapes[computation])
             op_name = re.search(r'op_name="([^"]*)"', line)

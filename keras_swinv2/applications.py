@@ -8,6 +8,9 @@ from keras_swinv2.models import presets
 from keras_swinv2.models.backbone import SwinV2Backbone
 from keras_swinv2.tasks.image_classifier import SwinV2ImageClassifier
 
+# The keywords a builder accepts as `**architecture`.
+ARCHITECTURE_ARGS = presets.architecture_args(SwinV2Backbone)
+
 BUILDER_DOC = """Builds SwinV2-{letter}: embed dim {embed_dim}, depths {depths}, heads {num_heads}.
 
     Default input {default_size} px with window {window_size}{extra}.
@@ -79,7 +82,7 @@ def SwinV2(
         A `SwinV2ImageClassifier` (`include_top=True`) or a `SwinV2Backbone`.
     """
     caller = f"SwinV2{variant.capitalize()}" if variant else "SwinV2"
-    presets.check_keywords(caller, architecture, presets.architecture_args(SwinV2Backbone))
+    presets.check_keywords(caller, architecture, ARCHITECTURE_ARGS)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}.")
     if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):

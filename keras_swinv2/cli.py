@@ -107,7 +107,6 @@ def demo(args):
     """The main job: fine-tunes a SwinV2 on scikit-learn's digits, then classifies held-out images."""
     import time
 
-    import numpy as np
 
     import keras
 
@@ -160,7 +159,7 @@ def predict(args):
 
     import keras_swinv2
     from keras_swinv2.data import decode_predictions, load_image, preprocess_input
-    from keras_swinv2.models.variants import _is_file_path
+    from keras_swinv2.models.presets import is_file_path
     from keras_swinv2.weights import find_checkpoint
 
     overrides = {}
@@ -171,7 +170,7 @@ def predict(args):
     model = builder(weights=args.weights, input_shape=input_shape, **overrides)
     size = model.backbone.image_shape[0]
     crop = True
-    if not _is_file_path(args.weights):
+    if not is_file_path(args.weights):
         checkpoint = find_checkpoint(args.model, args.weights, args.window_size, args.image_size)
         crop = checkpoint.crop and size == checkpoint.image_size
     images = np.stack([load_image(path, size, crop=crop) for path in args.images])

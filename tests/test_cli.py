@@ -4,6 +4,8 @@ import numpy as np
 
 import keras
 
+import keras_swinv2
+
 from keras_swinv2.cli import main
 from keras_swinv2.training import FinetuneConfig, build_model
 
@@ -27,17 +29,17 @@ def test_pretrain_then_finetune_from_the_encoder(tmp_path, capsys):
     assert "SimMIM loss" in out and (pre / "encoder.keras").exists()
     encoder = keras.saving.load_model(pre / "encoder.keras", compile=False)
     model = build_model(FinetuneConfig(model=str(pre / "encoder.keras"), image_size=32, window_size=4), 10)
-    assert model.include_top and model.classes == 10
+    assert isinstance(model, keras_swinv2.SwinV2ImageClassifier) and model.num_classes == 10
     for layer in ("patch_embed", "stage_0", "stage_1", "norm"):
-        for a, b in zip(encoder.get_layer(layer).weights, model.get_layer(layer).weights):
+        for a, b in zip(encoder.get_layer(layer).weights, model.backbone.get_layer(layer).weights):
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
 
 
 def test_finetune_from_a_one_channel_keras_file_keeps_its_channels(tmp_path):
     from helpers import build
 
-    source = build(embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=4, in_channels=1,
-                         input_shape=(16, 16, 1), include_top=False)
+    source = build(embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=4,
+                   input_shape=(16, 16, 1), include_top=False)
     source.save(tmp_path / "gray.keras")
     model = build_model(FinetuneConfig(model=str(tmp_path / "gray.keras"), image_size=32, window_size=8), 5)
-    assert model.image_shape == (32, 32, 1) and model.classes == 5
+    assert model.backbone.image_shape == (32, 32, 1) and model.num_classes == 5

@@ -19,7 +19,7 @@ import pytest
 import keras
 import keras_swinv2
 from keras_swinv2.models import VARIANTS
-from keras_swinv2.models import variants as variants_module
+from keras_swinv2 import applications
 from keras_swinv2.weights import CHECKPOINTS, SIMMIM, fetch_checkpoint, find_checkpoint
 from keras_swinv2.weights.download import sha256_file
 
@@ -101,11 +101,16 @@ def captured(monkeypatch):
     """Replaces the model class in the builders to capture the resolved arguments."""
     calls = []
 
-    def fake_model(**kwargs):
+    def fake_backbone(**kwargs):
         calls.append(kwargs)
+        return object()
+
+    def fake_classifier(backbone, num_classes, **kwargs):
+        calls[-1]["classes"] = num_classes
         raise _Built
 
-    monkeypatch.setattr(variants_module, "SwinV2Model", fake_model)
+    monkeypatch.setattr(applications, "SwinV2Backbone", fake_backbone)
+    monkeypatch.setattr(applications, "SwinV2ImageClassifier", fake_classifier)
     return calls
 
 
@@ -120,7 +125,7 @@ def test_every_registry_entry_resolves_to_its_architecture(checkpoint, captured)
     assert (config["embed_dim"], config["depths"], config["num_heads"]) == (
         arch["embed_dim"], arch["depths"], arch["num_heads"])
     assert config["window_size"] == checkpoint.window_size
-    assert config["input_shape"] == (checkpoint.image_size, checkpoint.image_size, 3)
+    assert config["image_shape"] == (checkpoint.image_size, checkpoint.image_size, 3)
     assert config["pretrained_window_sizes"] == checkpoint.pretrained_window_sizes
     assert config["classes"] == checkpoint.classes
     # by name, and with the geometry defaulted
@@ -130,7 +135,7 @@ def test_every_registry_entry_resolves_to_its_architecture(checkpoint, captured)
 def test_defaults_and_transfer_geometry(captured):
     with pytest.raises(_Built):
         keras_swinv2.SwinV2Base(weights="imagenet22k")
-    assert (captured[-1]["input_shape"], captured[-1]["window_size"], captured[-1]["classes"]) == (
+    assert (captured[-1]["image_shape"], captured[-1]["window_size"], captured[-1]["classes"]) == (
         (192, 192, 3), 12, 21841)
     # fine-tuning geometry: the CPB keeps the 22k training windows
     with pytest.raises(_Built):

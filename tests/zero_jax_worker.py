@@ -26,9 +26,13 @@ import keras_swinv2
 from keras_swinv2.distribute.jax_zero import bytes_per_device, shard_optimizer_state
 from keras_swinv2.training import ResumableTraining
 
-CONFIG = dict(
-    embed_dim=16, depths=(1, 1), num_heads=(2, 4), window_size=4, input_shape=(16, 16, 3), classes=8, drop_path_rate=0.0
-)
+CONFIG = dict(embed_dim=16, depths=(1, 1), num_heads=(2, 4), window_size=4, image_shape=(16, 16, 3), drop_path_rate=0.0)
+CLASSES = 8
+
+
+def swinv2(dtype=None, **config):
+    backbone = keras_swinv2.SwinV2Backbone(**config, dtype=dtype)
+    return keras_swinv2.SwinV2ImageClassifier(backbone, CLASSES, activation="softmax")
 BATCH, STEPS, CLIP = 8, 3, 0.05  # CLIP is below the global gradient norm: clipping acts
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -56,7 +60,7 @@ def adamw(model):
 
 
 def build(weights, make_optimizer, zero, dtype=None):
-    model = keras_swinv2.SwinV2Model(**CONFIG, dtype=dtype)
+    model = swinv2(**CONFIG, dtype=dtype)
     if weights is not None:
         model.set_weights(weights)
     optimizer = make_optimizer(model)
@@ -149,7 +153,7 @@ def save(directory):
     devices = len(jax.devices())
     distribute(None)
     keras.utils.set_random_seed(0)
-    reference = keras_swinv2.SwinV2Model(**CONFIG)
+    reference = swinv2(**CONFIG)
     init = reference.get_weights()
     reference.compile(swin_optimizer(reference), loss=LOSS)
     x, y = data()

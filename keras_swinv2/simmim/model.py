@@ -19,7 +19,6 @@ to save, or to put under a `SwinV2ImageClassifier` (or copy into another
 model with `keras_swinv2.weights.copy_encoder_weights`).
 """
 
-import numpy as np
 
 import keras
 from keras import ops

@@ -16,7 +16,7 @@ def _numpy_merge(x, layer):
     ).astype("float64")
     kernel = to_numpy(layer.reduction.kernel)
     gamma, beta = to_numpy(layer.norm.gamma), to_numpy(layer.norm.beta)
-    if layer.version == 2:
+    if layer.version == "v2":
         return layer_norm(cat @ kernel, gamma, beta)
     return layer_norm(cat, gamma, beta) @ kernel
 
