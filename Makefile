@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # pytest-xdist worker processes per pass; 0 runs the tests in the pytest process itself.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint docs bench venv clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check keras_swinv2 tests conversion benchmarks scripts
 	$(BIN)/ruff format --check keras_swinv2 tests conversion benchmarks scripts
 
-# The whole suite (after the lint), once per Keras backend; then the tutorials, executed and checked by nbval
+# The site and its API reference (mkdocs + mkdocstrings), read from the docstrings without
+# importing the package; warnings are errors. Part of `make test`.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP) docs/requirements.txt
+	$(BIN)/python -m pip install --quiet -c constraints.txt -r docs/requirements.txt
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict --site-dir build/site
+
+# The whole suite (after the lint and the docs build), once per Keras backend; then the tutorials, executed and checked by nbval
 # (cells marked `# NBVAL_CHECK_OUTPUT` must reproduce their stored output) on their backend.
 # Tests run in TEST_WORKERS processes (pytest-xdist): much of a test's time is single-threaded
 # Python and compilation, so two processes on 2 cores finish a pass 1.1-1.7x sooner. A notebook's
@@ -34,6 +44,7 @@ lint: $(STAMP)
 NOTEBOOKS ?= $(wildcard tutorials/*.ipynb)
 test: $(STAMP)
 	@status=0; $(MAKE) --no-print-directory lint || status=1; \
+	$(MAKE) --no-print-directory docs || status=1; \
 	for backend in $(BACKENDS); do \
 		echo "=== KERAS_BACKEND=$$backend ==="; \
 		KERAS_BACKEND=$$backend TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) $(PYTEST_ARGS) tests || status=1; \

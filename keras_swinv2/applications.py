@@ -11,9 +11,22 @@ from keras_swinv2.tasks.image_classifier import SwinV2ImageClassifier
 # The keywords a builder accepts as `**architecture`.
 ARCHITECTURE_ARGS = presets.architecture_args(SwinV2Backbone)
 
-BUILDER_DOC = """Builds SwinV2-{letter}: embed dim {embed_dim}, depths {depths}, heads {num_heads}.
+def SwinV2(
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=None,
+    classifier_activation="softmax",
+    variant=None,
+    name=None,
+    **architecture,
+):
+    """Builds a SwinV2 classifier or backbone, optionally with pretrained weights.
 
-    Default input {default_size} px with window {window_size}{extra}.
+    The common implementation of `SwinV2Tiny` ... `SwinV2Giant`, which take
+    the same arguments (without `variant`).
 
     Args:
         include_top: bool. True: a `SwinV2ImageClassifier` (pooling and a
@@ -39,7 +52,12 @@ BUILDER_DOC = """Builds SwinV2-{letter}: embed dim {embed_dim}, depths {depths},
             for "imagenet22k"), else 1000.
         classifier_activation: activation of the head ("softmax", or None for
             logits).
-        name: model name, default "swinv2_{variant}".
+        variant: None or one of "tiny", "small", "base", "large", "huge",
+            "giant" to start from that architecture. With None, the
+            architecture comes from `architecture`, from a registry name in
+            `weights`, or from the tensors of a PyTorch checkpoint file in
+            `weights`.
+        name: model name, default "swinv2_<variant>".
         **architecture: `SwinV2Backbone` arguments overriding the variant's
             (`window_size`, `pretrained_window_sizes`, `drop_path_rate`,
             `gradient_checkpointing`, `dtype`, the ablation switches, ...).
@@ -50,36 +68,8 @@ BUILDER_DOC = """Builds SwinV2-{letter}: embed dim {embed_dim}, depths {depths},
 
     Example:
 
-    >>> model = keras_swinv2.SwinV2{name}({example_weights})
-    >>> backbone = keras_swinv2.SwinV2{name}(include_top=False, input_shape=(256, 256, 3))
-"""
-
-
-def SwinV2(
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=None,
-    classifier_activation="softmax",
-    variant=None,
-    name=None,
-    **architecture,
-):
-    """Builds a SwinV2 of any architecture: the builders' common implementation.
-
-    Args:
-        variant: None or one of "tiny", "small", "base", "large", "huge",
-            "giant" to start from that architecture. With None, the
-            architecture comes from `architecture`, from a registry name in
-            `weights`, or from the tensors of a PyTorch checkpoint file in
-            `weights`.
-        include_top, weights, input_tensor, input_shape, pooling, classes,
-            classifier_activation, name, **architecture: as for `SwinV2Tiny`.
-
-    Returns:
-        A `SwinV2ImageClassifier` (`include_top=True`) or a `SwinV2Backbone`.
+    >>> model = keras_swinv2.SwinV2Base(weights="imagenet22k")    # 192 px, window 12, 21841 classes
+    >>> backbone = keras_swinv2.SwinV2Tiny(include_top=False, input_shape=(256, 256, 3))
     """
     caller = f"SwinV2{variant.capitalize()}" if variant else "SwinV2"
     presets.check_keywords(caller, architecture, ARCHITECTURE_ARGS)
@@ -110,6 +100,10 @@ def SwinV2Tiny(
     name="swinv2_tiny",
     **architecture,
 ):
+    """SwinV2-T: embed dim 96, depths (2, 2, 6, 2), heads (3, 6, 12, 24); 256 px, window 8 by default.
+
+    Arguments and return value as for `SwinV2` (this builder fixes `variant`).
+    """
     return SwinV2(include_top, weights, input_tensor, input_shape, pooling, classes,
                   classifier_activation, variant="tiny", name=name, **architecture)
 
@@ -125,6 +119,10 @@ def SwinV2Small(
     name="swinv2_small",
     **architecture,
 ):
+    """SwinV2-S: embed dim 96, depths (2, 2, 18, 2), heads (3, 6, 12, 24); 256 px, window 8 by default.
+
+    Arguments and return value as for `SwinV2` (this builder fixes `variant`).
+    """
     return SwinV2(include_top, weights, input_tensor, input_shape, pooling, classes,
                   classifier_activation, variant="small", name=name, **architecture)
 
@@ -140,6 +138,10 @@ def SwinV2Base(
     name="swinv2_base",
     **architecture,
 ):
+    """SwinV2-B: embed dim 128, depths (2, 2, 18, 2), heads (4, 8, 16, 32); 256 px, window 8 by default.
+
+    Arguments and return value as for `SwinV2` (this builder fixes `variant`).
+    """
     return SwinV2(include_top, weights, input_tensor, input_shape, pooling, classes,
                   classifier_activation, variant="base", name=name, **architecture)
 
@@ -155,6 +157,10 @@ def SwinV2Large(
     name="swinv2_large",
     **architecture,
 ):
+    """SwinV2-L: embed dim 192, depths (2, 2, 18, 2), heads (6, 12, 24, 48); 192 px, window 12 by default.
+
+    Arguments and return value as for `SwinV2` (this builder fixes `variant`).
+    """
     return SwinV2(include_top, weights, input_tensor, input_shape, pooling, classes,
                   classifier_activation, variant="large", name=name, **architecture)
 
@@ -170,6 +176,11 @@ def SwinV2Huge(
     name="swinv2_huge",
     **architecture,
 ):
+    """SwinV2-H: embed dim 352, depths (2, 2, 18, 2), heads (11, 22, 44, 88), a main-branch LayerNorm every
+    6 blocks; 192 px, window 12 by default. No published weights.
+
+    Arguments and return value as for `SwinV2` (this builder fixes `variant`).
+    """
     return SwinV2(include_top, weights, input_tensor, input_shape, pooling, classes,
                   classifier_activation, variant="huge", name=name, **architecture)
 
@@ -185,26 +196,10 @@ def SwinV2Giant(
     name="swinv2_giant",
     **architecture,
 ):
+    """SwinV2-G: embed dim 512, depths (2, 2, 42, 2), heads (16, 32, 64, 128), a main-branch LayerNorm every
+    6 blocks; 192 px, window 12 by default. No published weights.
+
+    Arguments and return value as for `SwinV2` (this builder fixes `variant`).
+    """
     return SwinV2(include_top, weights, input_tensor, input_shape, pooling, classes,
                   classifier_activation, variant="giant", name=name, **architecture)
-
-
-def _document(builder, variant, example_weights):
-    arch = presets.VARIANTS[variant]
-    extra = ", a main-branch LayerNorm every 6 blocks" if arch.get("extra_norm_period") else ""
-    builder.__doc__ = BUILDER_DOC.format(
-        letter=variant[0].upper(),
-        name=variant.capitalize(),
-        variant=variant,
-        extra=extra,
-        example_weights=example_weights,
-        **arch,
-    )
-
-
-_document(SwinV2Tiny, "tiny", 'weights="imagenet1k"')
-_document(SwinV2Small, "small", 'weights="imagenet1k"')
-_document(SwinV2Base, "base", 'weights="imagenet22k"')
-_document(SwinV2Large, "large", 'weights="imagenet22k"')
-_document(SwinV2Huge, "huge", "")  # no published weights
-_document(SwinV2Giant, "giant", "")  # no published weights

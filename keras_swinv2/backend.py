@@ -184,7 +184,8 @@ def cosine_query_key(qkv, q, k, num_heads, scale, epsilon=1e-12):
     Args:
         qkv: tensor `(windows, N, 3 * C)`, the fused projection `q`, `k` and
             `v` were split from.
-        q, k: tensors `(windows, num_heads, N, C // num_heads)`.
+        q: tensor `(windows, num_heads, N, C // num_heads)`, the queries.
+        k: tensor of the same shape, the keys.
         num_heads: int.
         scale: float32 tensor `(num_heads, 1, 1)`, the attention temperature.
         epsilon: float, lower bound of the norms.

@@ -53,8 +53,8 @@ def test_layer_ids_follow_the_official_numbering(model):
         "norm/gamma": 4,
         "head/kernel": 4,
     }
-    assert {p: layer_id(p, model.depths) for p in expected} == expected
-    scales = layer_decay_multipliers(model.trainable_variables, model.depths, 0.5)
+    assert {p: layer_id(p, model.backbone.depths) for p in expected} == expected
+    scales = layer_decay_multipliers(model.trainable_variables, model.backbone.depths, 0.5)
     assert scales["head/kernel"] == 1.0 and scales["stage_1/blocks_1/attn/proj/kernel"] == 0.5
     assert scales["patch_embed/norm/beta"] == 0.5**4
 
@@ -79,7 +79,7 @@ def test_adamw_matches_torch_parameter_groups(model):
     """
     variables = model.trainable_variables
     opt = swinv2_adamw(model, 1e-2, weight_decay=0.3, layer_decay=0.7, epsilon=1e-8)
-    scales = layer_decay_multipliers(variables, model.depths, 0.7)
+    scales = layer_decay_multipliers(variables, model.backbone.depths, 0.7)
     skip = set(no_weight_decay_paths(variables))
     params = [torch.nn.Parameter(torch.tensor(keras.ops.convert_to_numpy(v))) for v in variables]
     groups = [

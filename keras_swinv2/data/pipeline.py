@@ -277,7 +277,8 @@ def training_stream(data, image_size, batch_size, epochs, initial_epoch=0, seed=
         data: `ImageData`.
         image_size: int, side of the model input.
         batch_size: int.
-        epochs, initial_epoch: int.
+        epochs: int, the last epoch (exclusive) the stream covers.
+        initial_epoch: int, the first epoch it yields (for resuming).
         seed: int; batches depend only on (seed, epoch).
         augmentation: `Augmentation` (default: the recipe's).
         crop_ratio: float, crop side / resized side, used when

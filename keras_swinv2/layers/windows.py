@@ -64,7 +64,8 @@ def window_merge(windows, window_size, height, width):
     Args:
         windows: tensor `(batch * num_windows, wh * ww, channels)`.
         window_size: int or `(wh, ww)`.
-        height, width: size of the (padded) feature map the windows came from.
+        height: height of the (padded) feature map the windows came from.
+        width: its width.
 
     Returns:
         Tensor `(batch, height, width, channels)`.
@@ -84,7 +85,8 @@ def shifted_window_regions(height, width, window_size, shift_size):
     is the compact form of the attention mask: `region_mask` expands it.
 
     Args:
-        height, width: size of the (padded) feature map; ints or scalar tensors.
+        height: height of the (padded) feature map; an int or a scalar tensor.
+        width: its width.
         window_size: int or `(wh, ww)`.
         shift_size: int or `(sh, sw)`, the cyclic shift applied before
             partitioning.

@@ -2,3 +2,8 @@
 
 from keras_swinv2.models.backbone import SwinV2Backbone
 from keras_swinv2.models.variants import VARIANTS
+
+__all__ = [
+    "SwinV2Backbone",
+    "VARIANTS",
+]

@@ -99,10 +99,20 @@ class SwinV2Backbone(keras.Model):
         pretrained_window_sizes: per-stage window the position bias was
             trained at (0: none), for weights trained with another window.
         patch_size: int, side of the square patches of the embedding.
-        mlp_ratio, qkv_bias, key_bias, attention, position_bias,
-            norm_position, dropout_rate, attention_dropout_rate,
-            gradient_checkpointing, attention_chunk_size: the block options,
-            see `keras_swinv2.layers.BlockOptions`.
+        mlp_ratio: float, MLP width relative to the channels (see
+            `keras_swinv2.layers.BlockOptions` for this and the next nine).
+        qkv_bias: bool, learn q and v biases.
+        key_bias: bool, learn a k bias too (V1).
+        attention: "cosine" (V2) or "dot" (V1).
+        position_bias: "log_cpb" (V2), "linear_cpb" or "table" (V1).
+        norm_position: "post" (V2 res-post-norm) or "pre" (V1).
+        dropout_rate: float, dropout after patch embedding, in the MLPs and
+            after the attention projections.
+        attention_dropout_rate: float, dropout on attention probabilities.
+        gradient_checkpointing: bool, recompute each block's activations in
+            the backward pass instead of storing them.
+        attention_chunk_size: int, 0 or the most windows per image attended
+            at once (sequential attention).
         patch_merging: "v2" (Linear then LayerNorm) or "v1" (LayerNorm first).
         extra_norm_period: int, main-branch LayerNorm every k blocks
             (SwinV2-H/G use 6); 0 for none.

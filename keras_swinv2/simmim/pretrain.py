@@ -23,10 +23,17 @@ class PretrainConfig:
             (labels are ignored).
         model: variant of the encoder ("tiny" ... "giant").
         architecture: dict of `SwinV2Backbone` architecture overrides for a custom size.
-        image_size, window_size: int (SimMIM SwinV2: 192 px, window 12).
-        mask_patch_size, mask_ratio: SimMIM's masking (32 px squares, 0.6).
-        epochs, batch_size, learning_rate, weight_decay, warmup_epochs,
-            min_learning_rate, clipnorm: the AdamW schedule (`swinv2_adamw`).
+        image_size: int, input side (SimMIM SwinV2: 192 px).
+        window_size: int (SimMIM SwinV2: window 12).
+        mask_patch_size: int, side of the masked squares in px (SimMIM: 32).
+        mask_ratio: float, fraction of the squares masked (SimMIM: 0.6).
+        epochs: int.
+        batch_size: int.
+        learning_rate: float, peak rate of the AdamW schedule (`swinv2_adamw`).
+        weight_decay: float.
+        warmup_epochs: float.
+        min_learning_rate: float, the end of the cosine decay.
+        clipnorm: float, global gradient-norm clip, or None.
         drop_path_rate: float.
         crop_scale: random resized crop area range (SimMIM: 0.67-1).
         seed: int.

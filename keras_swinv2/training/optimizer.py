@@ -201,8 +201,10 @@ def swinv2_adamw(
             (0.75-0.9 for fine-tuning pretrained weights); None for none.
         total_steps: int, with it the rate follows `WarmupDecay`; without, it
             is constant.
-        warmup_steps, decay, min_learning_rate, warmup_learning_rate: the
-            `WarmupDecay` settings.
+        warmup_steps: int, see `WarmupDecay`.
+        decay: "cosine" or "linear", see `WarmupDecay`.
+        min_learning_rate: float, see `WarmupDecay`.
+        warmup_learning_rate: float, see `WarmupDecay`.
         **kwargs: passed to `SwinV2AdamW` (e.g. `use_ema=True`,
             `ema_momentum`, `global_clipnorm=5.0`, `beta_2`).
 

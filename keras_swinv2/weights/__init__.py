@@ -14,3 +14,27 @@ from keras_swinv2.weights.loader import keras_weight_map, load_state_dict, model
 from keras_swinv2.weights.download import default_cache_dir, download, fetch_checkpoint, source_url
 from keras_swinv2.weights.registry import CHECKPOINTS, SIMMIM, Checkpoint, find_checkpoint
 from keras_swinv2.weights.transfer import copy_encoder_weights, load_weights
+
+__all__ = [
+    "read_state_dict",
+    "LAYOUTS",
+    "detect_layout",
+    "from_hf",
+    "from_official",
+    "from_timm",
+    "infer_config",
+    "to_canonical",
+    "keras_weight_map",
+    "load_state_dict",
+    "model_parts",
+    "default_cache_dir",
+    "download",
+    "fetch_checkpoint",
+    "source_url",
+    "CHECKPOINTS",
+    "SIMMIM",
+    "Checkpoint",
+    "find_checkpoint",
+    "copy_encoder_weights",
+    "load_weights",
+]

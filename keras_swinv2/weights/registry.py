@@ -173,10 +173,11 @@ def find_checkpoint(variant, weights, window_size=None, image_size=None):
         variant: "tiny", "small", "base", "large", "huge" or "giant".
         weights: "imagenet1k", "imagenet22k", "imagenet22k-ft1k",
             "simmim-<data>-<iters>", or a registry name.
-        window_size, image_size: prefer the checkpoint trained at this window /
-            resolution (the first listed one otherwise). A geometry no
-            checkpoint has is fine: the model is built at the requested
-            geometry and the weights transfer (see `cpb_windows`).
+        window_size: prefer the checkpoint trained at this window (the first
+            listed one otherwise). A geometry no checkpoint has is fine: the
+            model is built at the requested geometry and the weights transfer
+            (see `cpb_windows`).
+        image_size: prefer the checkpoint trained at this resolution.
 
     Returns:
         The `Checkpoint`.
