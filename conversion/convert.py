@@ -12,8 +12,10 @@ is taken, in this order, from the flags, from the checkpoint's derived buffers
 when it has them (official checkpoints store `relative_position_index`,
 `relative_coords_table` and `attn_mask`: they give the window, the CPB's
 pretrained windows and the image size), else from defaults (window 8, 256 px).
-DST's suffix picks the format: `.keras` (whole model) or `.weights.h5`
-(weights only). DST is written atomically (temp file + `os.replace`).
+A checkpoint with a classification head becomes a `SwinV2ImageClassifier` (a
+`SwinV2Backbone` inside); `--no-top`, or a checkpoint without a head, gives the
+`SwinV2Backbone` alone. DST's suffix picks the format: `.keras` (whole model) or
+`.weights.h5` (weights only). DST is written atomically (temp file + `os.replace`).
 """
 
 import argparse
@@ -29,6 +31,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 DEFAULT_WINDOW = 8
 DEFAULT_SIZE = 256
 OUTPUT_SUFFIXES = (".keras", ".weights.h5")
+# `SwinV2Backbone` arguments read from the tensors (`keras_swinv2.weights.infer_config`).
+ARCHITECTURE = (
+    "embed_dim", "depths", "num_heads", "patch_size", "mlp_ratio", "qkv_bias", "key_bias",
+    "attention", "norm_position", "position_bias", "patch_merging", "extra_norm_period",
+)
 
 
 def _stage_buffers(state, name):
@@ -120,7 +127,8 @@ def _parse(argv):
         "--pretrained-window-sizes", type=int, nargs="+", metavar="N",
         help="window per stage the CPB was trained at (default: from the checkpoint, else 0)",
     )
-    parser.add_argument("--no-top", action="store_true", help="drop the classification head")
+    parser.add_argument("--no-top", action="store_true",
+                        help="drop the classification head: write the SwinV2Backbone alone")
     parser.add_argument(
         "--classifier-activation", default="softmax",
         help="activation of the head, 'none' for logits (default: softmax)",
@@ -156,11 +164,43 @@ def _save_atomic(model, dst):
         raise
 
 
+def build_model(config, window_size, pretrained_window_sizes, input_size, head=True, activation=None,
+                drop_path_rate=None):
+    """The Keras model for an `infer_config` result at a geometry.
+
+    Args:
+        config: `keras_swinv2.weights.infer_config` output (backbone arguments,
+            "in_channels", "num_classes"; 0 classes: no head).
+        window_size: int.
+        pretrained_window_sizes: one int per stage.
+        input_size: `(height, width)`.
+        head: False drops the checkpoint's head.
+        activation: the head's activation (None: logits).
+        drop_path_rate: None keeps the backbone's default (for fine-tuning).
+
+    Returns:
+        A `SwinV2ImageClassifier` when the checkpoint has a head and `head`,
+        else a `SwinV2Backbone`.
+    """
+    from keras_swinv2 import SwinV2Backbone, SwinV2ImageClassifier
+
+    extra = {} if drop_path_rate is None else {"drop_path_rate": drop_path_rate}
+    backbone = SwinV2Backbone(
+        **{key: config[key] for key in ARCHITECTURE},
+        window_size=window_size,
+        pretrained_window_sizes=tuple(pretrained_window_sizes),
+        image_shape=(input_size[0], input_size[1], config["in_channels"]),
+        **extra,
+    )
+    if head and config["num_classes"]:
+        return SwinV2ImageClassifier(backbone, num_classes=config["num_classes"], activation=activation)
+    return backbone
+
+
 def main(argv=None):
     """Runs the conversion; returns 0. Raises on unreadable or ill-fitting checkpoints."""
     args = _parse(argv)
 
-    from keras_swinv2 import SwinV2Model
     from keras_swinv2.weights import detect_layout, infer_config, load_state_dict, read_state_dict
 
     state = read_state_dict(args.src)
@@ -170,7 +210,7 @@ def main(argv=None):
     num_stages = len(config["depths"])
 
     source = {}
-    window = config.pop("window_size", None)
+    window = config.get("window_size")
     source["window_size"] = "checkpoint (V1 table)" if window else None
     if window is None and "window_size" in geometry:
         window, source["window_size"] = geometry["window_size"], "checkpoint (derived buffers)"
@@ -198,36 +238,23 @@ def main(argv=None):
         size = (args.input_size[0], args.input_size[-1])
         source["input_size"] = "--input-size"
 
-    has_head = config.pop("include_top")
-    classes = config.pop("classes", 1000)
-    include_top = has_head and not args.no_top
+    classes = config["num_classes"]
     activation = None if args.classifier_activation.lower() == "none" else args.classifier_activation
-
-    model = SwinV2Model(
-        **config,
-        window_size=window,
-        pretrained_window_sizes=pretrained,
-        input_shape=(size[0], size[1], config["in_channels"]),
-        include_top=include_top,
-        classes=classes,
-        classifier_activation=activation,
-        name="swinv2",
-    )
+    model = build_model(config, window, pretrained, size, head=not args.no_top, activation=activation)
     load_state_dict(model, state, layout=layout)
 
     print(f"source:       {args.src} ({layout} layout, {len(state)} tensors)")
     print("architecture:")
-    for key in ("embed_dim", "depths", "num_heads", "patch_size", "in_channels", "mlp_ratio",
-                "qkv_bias", "key_bias", "attention", "norm", "position_bias", "patch_merging",
-                "extra_norm_period"):
+    for key in ARCHITECTURE[:4] + ("in_channels",) + ARCHITECTURE[4:]:
         print(f"  {key:24s}{config[key]}")
     print(f"  {'window_size':24s}{window}  [{source['window_size']}]")
     print(f"  {'pretrained_window_sizes':24s}{pretrained}  [{source['pretrained_window_sizes']}]")
     print(f"  {'input_size':24s}{size[0]}x{size[1]}  [{source['input_size']}]")
-    if include_top:
+    if classes and not args.no_top:
         print(f"  {'head':24s}{classes} classes, activation {activation}")
     else:
-        print(f"  {'head':24s}none" + (" (dropped: --no-top)" if has_head else " (checkpoint has none)"))
+        print(f"  {'head':24s}none" + (" (dropped: --no-top)" if classes else " (checkpoint has none)"))
+    print(f"model:        {type(model).__name__}")
     print(f"parameters:   {model.count_params():,}")
 
     used = {"window_size": window, "input_size": size[0]}

@@ -12,14 +12,17 @@ Swin V1 checkpoints), built with the inferred architecture and geometry and
 loaded from the checkpoint through the canonical -> HF mapping below
 (`load_state_dict(strict=True)`, so a mapping error cannot pass unnoticed).
 
-The Keras side is `--keras` (a `.keras` model, or `.weights.h5` weights loaded
-into a `SwinV2Model` built from the inferred architecture), or, without it, the
-checkpoint converted on the fly with `keras_swinv2.weights.load_state_dict`.
+The Keras side is `--keras` (a `.keras` file holding a `SwinV2ImageClassifier`
+or a `SwinV2Backbone`, or `.weights.h5` weights loaded into one built from the
+inferred architecture the way convert.py builds it), or, without it, the
+checkpoint converted on the fly with `keras_swinv2.weights.load_state_dict`. Its
+parts come from `keras_swinv2.weights.model_parts` (backbone, head or None).
 
 Both run on the same seeded random images (uniform pixels, ImageNet-normalised);
-the tool prints the max abs difference of each stage output P2..P5 (before the
-final LayerNorm), of the final LayerNorm's output and of the logits (before the
-head's activation). Exit status: 0 when every difference is within
+the tool prints the max abs difference of each stage output P2..P5
+(`backbone.pyramid_outputs`, before the final LayerNorm), of the final
+LayerNorm's output (the backbone's output) and of the logits (the classifier's
+output before the head's activation). Exit status: 0 when every difference is within
 `--tolerance`, 1 when one is not or the converted model's architecture differs
 from the checkpoint's, 2 when no comparison could be made (unreadable files, an
 architecture HF transformers has no model for, a geometry the checkpoint does
@@ -27,6 +30,7 @@ not fit).
 """
 
 import argparse
+import functools
 import importlib.util
 import os
 import pathlib
@@ -42,20 +46,22 @@ KERAS_SUFFIXES = (".keras", ".weights.h5")
 # Architecture fields a converted model must share with the checkpoint.
 ARCH_FIELDS = (
     "embed_dim", "depths", "num_heads", "patch_size", "in_channels", "mlp_ratio", "qkv_bias",
-    "key_bias", "attention", "norm", "position_bias", "patch_merging", "extra_norm_period",
+    "key_bias", "attention", "norm_position", "position_bias", "patch_merging", "extra_norm_period",
 )
 # The two families HF transformers implements.
-V2_SWITCHES = dict(attention="cosine", norm="post", position_bias="log_cpb", patch_merging=2,
+V2_SWITCHES = dict(attention="cosine", norm_position="post", position_bias="log_cpb", patch_merging="v2",
                    extra_norm_period=0, key_bias=False)
-V1_SWITCHES = dict(attention="dot", norm="pre", position_bias="table", patch_merging=1, extra_norm_period=0)
+V1_SWITCHES = dict(attention="dot", norm_position="pre", position_bias="table", patch_merging="v1",
+                   extra_norm_period=0)
 
 
 class VerifyError(Exception):
     """No comparison could be made (exit status 2)."""
 
 
+@functools.lru_cache(maxsize=None)
 def _convert_module():
-    """conversion/convert.py, for its geometry inference and defaults."""
+    """conversion/convert.py, for its geometry inference, defaults and model building."""
     path = pathlib.Path(__file__).resolve().with_name("convert.py")
     spec = importlib.util.spec_from_file_location("swinv2_convert", path)
     module = importlib.util.module_from_spec(spec)
@@ -151,10 +157,11 @@ def canonical_to_hf(canonical, v1=False, prefix=""):
 
 
 def build_reference(config, geometry, canonical):
-    """The HF transformers model for `config` (SwinV2Model kwargs) and `geometry`, loaded strictly.
+    """The HF transformers model for `config` and `geometry`, loaded strictly.
 
     Args:
-        config: `infer_config` output (architecture, `include_top`, `classes`).
+        config: `infer_config` output (backbone arguments, "in_channels", "num_classes";
+            0 classes: no head, the bare HF backbone).
         geometry: dict with "window_size", "pretrained_window_sizes", "input_size" `(h, w)`.
         canonical: the checkpoint in the canonical layout.
 
@@ -191,18 +198,19 @@ def build_reference(config, geometry, canonical):
         layer_norm_eps=1e-5,
         hidden_act="gelu",
     )
-    if config["include_top"]:
-        common["num_labels"] = config["classes"]
+    has_head = config["num_classes"] > 0
+    if has_head:
+        common["num_labels"] = config["num_classes"]
     if v1:
         hf_config = transformers.SwinConfig(**common)
-        cls = transformers.SwinForImageClassification if config["include_top"] else transformers.SwinModel
+        cls = transformers.SwinForImageClassification if has_head else transformers.SwinModel
     else:
         hf_config = transformers.Swinv2Config(
             **common, pretrained_window_sizes=list(geometry["pretrained_window_sizes"])
         )
-        cls = transformers.Swinv2ForImageClassification if config["include_top"] else transformers.Swinv2Model
+        cls = transformers.Swinv2ForImageClassification if has_head else transformers.Swinv2Model
     hf_config._attn_implementation = "eager"
-    prefix = ("swin." if v1 else "swinv2.") if config["include_top"] else ""
+    prefix = ("swin." if v1 else "swinv2.") if has_head else ""
 
     try:
         with torch.device("cpu"):
@@ -232,7 +240,7 @@ def _family(config):
         return "v2"
     if all(config[k] == v for k, v in V1_SWITCHES.items()) and config["key_bias"] == config["qkv_bias"]:
         return "v1"
-    switches = {k: config[k] for k in ("attention", "norm", "position_bias", "patch_merging",
+    switches = {k: config[k] for k in ("attention", "norm_position", "position_bias", "patch_merging",
                                        "extra_norm_period", "qkv_bias", "key_bias")}
     raise VerifyError(
         f"HF transformers implements only SwinV2 ({V2_SWITCHES}) and Swin V1 ({V1_SWITCHES}); "
@@ -282,43 +290,53 @@ def reference_outputs(model, images):
 # --------------------------------------------------------------------------------------
 
 
+def _backbone_architecture(backbone):
+    """The `ARCH_FIELDS` of a `SwinV2Backbone`, as `infer_config` spells them."""
+    arch = {}
+    for key in ARCH_FIELDS:
+        if key == "in_channels":
+            value = backbone.image_shape[-1]
+        elif hasattr(backbone.options, key):
+            value = getattr(backbone.options, key)
+        else:
+            value = getattr(backbone, key)
+        arch[key] = tuple(value) if isinstance(value, list) else value
+    return arch
+
+
 def keras_outputs(model, images):
-    """Logits (None without a head; taken before the head's activation), final LayerNorm output
-    and the stage outputs P2.. of a `SwinV2Model`, as numpy."""
+    """Logits (None without a head; taken before the head's activation), the backbone's output
+    (the final LayerNorm's, pooled if the backbone pools) and the stage outputs P2.. of a
+    `SwinV2ImageClassifier` or `SwinV2Backbone`, as numpy."""
     import keras
 
-    levels = sorted(model.pyramid_outputs, key=lambda k: int(k[1:]))
-    outputs = [model.get_layer("norm").output] + [model.pyramid_outputs[k] for k in levels]
-    head = model.get_layer("head") if model.include_top else None
+    from keras_swinv2.weights import model_parts
+
+    backbone, head = model_parts(model)
+    levels = sorted(backbone.pyramid_outputs, key=lambda k: int(k[1:]))
+    extractor = keras.Model(backbone.input, [backbone.output] + [backbone.pyramid_outputs[k] for k in levels])
+    results = [keras.ops.convert_to_numpy(o) for o in extractor(images, training=False)]
+    logits = None
     if head is not None:
-        outputs.insert(0, model.output)
-    extractor = keras.Model(model.input, outputs)
-    activation = head.activation if head is not None else None
-    try:
-        if head is not None:
+        activation = head.activation
+        try:
             head.activation = keras.activations.linear
-        results = [keras.ops.convert_to_numpy(o) for o in extractor(images, training=False)]
-    finally:
-        if head is not None:
+            logits = keras.ops.convert_to_numpy(model(images, training=False))
+        finally:
             head.activation = activation
-    logits = results.pop(0) if head is not None else None
     return logits, results[0], results[1:]
 
 
-def _build_keras(config, geometry, include_top):
-    from keras_swinv2 import SwinV2Model
-
-    arch = {k: config[k] for k in ARCH_FIELDS}
-    return SwinV2Model(
-        **arch,
-        window_size=geometry["window_size"],
-        pretrained_window_sizes=geometry["pretrained_window_sizes"],
-        input_shape=(*geometry["input_size"], config["in_channels"]),
-        include_top=include_top,
-        classes=config.get("classes") or 1000,
-        classifier_activation=None,
+def _build_keras(config, geometry, head):
+    """What convert.py writes for `config` at `geometry` (head: whether to keep the checkpoint's)."""
+    return _convert_module().build_model(
+        config,
+        geometry["window_size"],
+        geometry["pretrained_window_sizes"],
+        geometry["input_size"],
+        head=head,
+        activation=None,
         drop_path_rate=0.0,
-        name="swinv2",
     )
 
 
@@ -330,57 +348,64 @@ def load_keras(path, config, geometry, state, layout):
     """
     import keras
 
-    from keras_swinv2 import SwinV2Model
-    from keras_swinv2.weights import load_state_dict
+    from keras_swinv2.weights import load_state_dict, model_parts
 
     if path is None:
-        model = _build_keras(config, geometry, config["include_top"])
+        model = _build_keras(config, geometry, head=True)
         try:
             load_state_dict(model, state, layout=layout)
         except ValueError as e:
             raise VerifyError(str(e)) from e
-        return model, "converted on the fly (keras_swinv2.weights.load_state_dict)"
+        return model, f"{type(model).__name__} converted on the fly (keras_swinv2.weights.load_state_dict)"
     if not os.path.isfile(path):
         raise VerifyError(f"No converted model at {path!r}.")
     if path.endswith(".keras"):
         try:
-            model = keras.saving.load_model(path)
+            model = keras.saving.load_model(path, compile=False)
         except Exception as e:  # zip, h5 and deserialisation errors of all kinds
             raise VerifyError(f"{path} is not a loadable .keras model: {e}") from e
-        if not isinstance(model, SwinV2Model):
-            raise VerifyError(f"{path} holds a {type(model).__name__}, not a keras_swinv2 SwinV2Model.")
-        return model, f"{path} (.keras)"
+        try:
+            model_parts(model)
+        except TypeError:
+            raise VerifyError(
+                f"{path} holds a {type(model).__name__}, not a keras_swinv2 model "
+                "(a SwinV2ImageClassifier or a SwinV2Backbone)."
+            ) from None
+        return model, f"{path} (.keras, {type(model).__name__})"
     # .weights.h5: weights only, into a model built from the checkpoint's architecture.
-    tops = (True, False) if config["include_top"] else (False,)
+    has_head = config["num_classes"] > 0
+    heads = (True, False) if has_head else (False,)
     errors = []
-    for include_top in tops:
-        model = _build_keras(config, geometry, include_top)
+    for head in heads:
+        model = _build_keras(config, geometry, head=head)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 model.load_weights(path)
             except Exception as e:  # Keras raises ValueError for mismatches, OSError for bad files
-                errors.append(f"{'with' if include_top else 'without'} a head: {e}")
+                errors.append(f"as a {type(model).__name__}: {str(e).splitlines()[0]}")
                 continue  # the failed attempt's warnings are dropped with it
         for warning in caught:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-        note = "" if include_top == config["include_top"] else ", no head (converted with --no-top)"
-        return model, f"{path} (.weights.h5{note})"
+        note = "" if head == has_head else ", no head (converted with --no-top)"
+        return model, f"{path} (.weights.h5, {type(model).__name__}{note})"
     raise VerifyError(
-        f"{path} does not load into a SwinV2Model of the checkpoint's architecture:\n  " + "\n  ".join(errors)
+        f"{path} does not load into a model of the checkpoint's architecture:\n  " + "\n  ".join(errors)
     )
 
 
 def architecture_mismatches(model, config):
-    """How a loaded `.keras` model's architecture differs from the checkpoint's (empty: none)."""
+    """How a converted model's architecture differs from the checkpoint's (empty: none)."""
+    from keras_swinv2.weights import model_parts
+
+    backbone, head = model_parts(model)
     problems = []
-    for key in ARCH_FIELDS:
-        ours, theirs = getattr(model, key), config[key]
-        if (tuple(ours) if isinstance(ours, (list, tuple)) else ours) != theirs:
-            problems.append(f"{key}: converted {ours!r}, checkpoint {theirs!r}")
-    if model.include_top and config["include_top"] and model.classes != config["classes"]:
-        problems.append(f"classes: converted {model.classes}, checkpoint {config['classes']}")
-    if model.include_top and not config["include_top"]:
+    for key, ours in _backbone_architecture(backbone).items():
+        if ours != config[key]:
+            problems.append(f"{key}: converted {ours!r}, checkpoint {config[key]!r}")
+    if head is not None and config["num_classes"] and head.units != config["num_classes"]:
+        problems.append(f"num_classes: converted {head.units}, checkpoint {config['num_classes']}")
+    if head is not None and not config["num_classes"]:
         problems.append("the converted model has a head; the checkpoint has none")
     return problems
 
@@ -400,11 +425,14 @@ def resolve_geometry(args, config, state, convert, keras_model=None):
     found = convert.infer_geometry(state, config["patch_size"])
     model_window = model_pretrained = model_size = None
     if keras_model is not None:
-        model_window = keras_model.window_size
-        if len(keras_model.pretrained_window_sizes) == num_stages:
-            model_pretrained = tuple(keras_model.pretrained_window_sizes)
-        if None not in tuple(keras_model.image_shape[:2]):
-            model_size = tuple(int(s) for s in keras_model.image_shape[:2])
+        from keras_swinv2.weights import model_parts
+
+        backbone, _ = model_parts(keras_model)
+        model_window = backbone.window_size
+        if len(backbone.pretrained_window_sizes) == num_stages:
+            model_pretrained = tuple(backbone.pretrained_window_sizes)
+        if None not in tuple(backbone.image_shape[:2]):
+            model_size = tuple(int(s) for s in backbone.image_shape[:2])
 
     def pick(candidates):
         for value, source in candidates:
@@ -534,7 +562,7 @@ def main(argv=None):
 def _verify(args):
     import keras
 
-    from keras_swinv2.weights import detect_layout, infer_config, read_state_dict, to_canonical
+    from keras_swinv2.weights import detect_layout, infer_config, model_parts, read_state_dict, to_canonical
 
     convert = _convert_module()
     try:
@@ -544,7 +572,6 @@ def _verify(args):
         canonical = to_canonical(state, layout)
     except (OSError, ValueError, ImportError) as e:
         raise VerifyError(f"cannot read {args.checkpoint}: {e}") from e
-    config.setdefault("classes", None)
     family = _family(config)
 
     converted = None
@@ -569,7 +596,7 @@ def _verify(args):
 
     print(f"checkpoint:   {args.checkpoint} ({layout} layout, {len(state)} tensors, "
           f"{'Swin V1' if family == 'v1' else 'SwinV2'}, "
-          f"{'%d classes' % config['classes'] if config['include_top'] else 'no head'})")
+          f"{'%d classes' % config['num_classes'] if config['num_classes'] else 'no head'})")
     print(f"architecture: embed_dim {config['embed_dim']}, depths {config['depths']}, "
           f"num_heads {config['num_heads']}, mlp_ratio {config['mlp_ratio']}")
     for key, label in (("window_size", "window"), ("pretrained_window_sizes", "pretrained"),
@@ -580,10 +607,16 @@ def _verify(args):
     print(f"keras:        {keras_source}, backend {keras.backend.backend()}")
     print(f"inputs:       {args.batch}x{height}x{width}x{config['in_channels']}, seed {args.seed} "
           "(uniform pixels, ImageNet-normalised)")
+    pooling = model_parts(converted)[0].pooling
+    if pooling is not None:
+        notes.append(f"the converted backbone pools its output (pooling={pooling!r}): 'norm' compares it "
+                     "with the reference's final LayerNorm output pooled the same way")
     for note in notes:
         print(f"note:         {note}")
 
     ref_logits, ref_final, ref_stages = reference_outputs(reference, images)
+    if pooling is not None:
+        ref_final = ref_final.mean(axis=(1, 2)) if pooling == "avg" else ref_final.max(axis=(1, 2))
     logits, final, stages = keras_outputs(converted, images)
     rows = [_row(f"P{i + 2}", ours, theirs, args.tolerance) for i, (ours, theirs) in enumerate(zip(stages, ref_stages))]
     rows.append(_row("norm", final, ref_final, args.tolerance))

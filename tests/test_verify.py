@@ -133,6 +133,32 @@ def converted(convert, ckpts):
     return dst
 
 
+def test_convert_writes_a_classifier_or_a_backbone(convert, ckpts, converted, capsys):
+    """A checkpoint with a head becomes a SwinV2ImageClassifier around a SwinV2Backbone;
+    --no-top, or a checkpoint without a head, gives the SwinV2Backbone alone."""
+    from keras_swinv2 import SwinV2Backbone, SwinV2ImageClassifier
+
+    model = keras.saving.load_model(converted)
+    assert isinstance(model, SwinV2ImageClassifier) and isinstance(model.backbone, SwinV2Backbone)
+    assert model.head.units == CLASSES and model.activation == "softmax"
+    backbone = model.backbone
+    assert (backbone.window_size, backbone.image_shape, backbone.pretrained_window_sizes) == (
+        WINDOW, (SIZE, SIZE, 3), (0, 0, 0, 0))
+    assert (backbone.embed_dim, backbone.depths, backbone.num_heads) == tuple(ARCH.values())
+    assert (backbone.options.norm_position, backbone.patch_merging) == ("post", "v2")
+
+    for src, argv in ((ckpts["timm"], ["--no-top"]), (ckpts["headless"], [])):
+        capsys.readouterr()
+        dst = str(ckpts["dir"] / "converted_backbone.keras")
+        assert convert.main([src, dst, *GEOMETRY, *argv]) == 0
+        out = capsys.readouterr().out
+        assert "model:        SwinV2Backbone" in out
+        assert ("dropped: --no-top" if argv else "checkpoint has none") in out
+        loaded = keras.saving.load_model(dst)
+        assert type(loaded) is SwinV2Backbone and loaded.pooling is None
+        assert loaded.output.shape == (None, SIZE // 32, SIZE // 32, 8 * ARCH["embed_dim"])
+
+
 def run(verify, capsys, argv):
     """verify.main(argv): `(exit code, {row: (diff or None, status)}, stdout, stderr)`."""
     code = verify.main(argv)
@@ -166,7 +192,7 @@ def test_converted_keras_file_takes_its_geometry(verify, ckpts, converted, capsy
     head is compared on its logits."""
     code, rows, out, _ = run(verify, capsys, [ckpts["hf"], "--keras", converted])
     assert_passes(code, rows, out)
-    assert "hf layout" in out and "(.keras)" in out
+    assert "hf layout" in out and "(.keras, SwinV2ImageClassifier)" in out
     assert re.search(r"window:\s+4\s+\[converted model\]", out) and "64x64  [converted model]" in out
     # A flag that contradicts the converted model cannot be honoured.
     code, _, _, err = run(verify, capsys, [ckpts["hf"], "--keras", converted, "--window-size", "8"])
@@ -188,9 +214,30 @@ def test_converted_weights_h5_without_top_against_headless_reference(verify, con
     assert "Swinv2Model" in out and "no head" in out
 
 
+def test_converted_backbone_keras_file_and_a_pooled_backbone(verify, convert, ckpts, capsys, tmp_path):
+    """A .keras SwinV2Backbone (--no-top) is compared up to the final LayerNorm; one that pools
+    its output is compared with the reference's final map pooled the same way."""
+    from keras_swinv2 import SwinV2Backbone
+
+    dst = str(tmp_path / "backbone.keras")
+    assert convert.main([ckpts["timm"], dst, *GEOMETRY, "--no-top"]) == 0
+    code, rows, out, _ = run(verify, capsys, [ckpts["timm"], "--keras", dst])
+    assert_passes(code, rows, out, names=("P2", "P3", "P4", "P5", "norm"))
+    assert rows["logits"] == (None, "skipped (no head on one side)")
+    assert "(.keras, SwinV2Backbone)" in out and "Swinv2ForImageClassification" in out
+
+    backbone = keras.saving.load_model(dst)
+    pooled = SwinV2Backbone.from_config({**backbone.get_config(), "pooling": "avg"})
+    pooled.set_weights(backbone.get_weights())
+    pooled.save(str(tmp_path / "pooled.keras"))
+    code, rows, out, _ = run(verify, capsys, [ckpts["headless"], "--keras", str(tmp_path / "pooled.keras")])
+    assert_passes(code, rows, out, names=("P2", "P3", "P4", "P5", "norm"))
+    assert "pooling='avg'" in out and re.search(r"^norm\s+\(1, 128\)", out, re.M)
+
+
 def test_corrupted_converted_file_fails_from_the_corrupted_stage_on(verify, ckpts, converted, capsys, tmp_path):
     model = keras.saving.load_model(converted)
-    kernel = model.get_layer("stage_2").blocks[0].mlp.fc2.kernel  # stage 3 (P4)
+    kernel = model.backbone.stages[2].blocks[0].mlp.fc2.kernel  # stage 3 (P4)
     value = keras.ops.convert_to_numpy(kernel).copy()
     value[0, 0] += 0.5
     kernel.assign(value)
@@ -243,6 +290,10 @@ def test_bad_arguments(verify, ckpts, capsys, tmp_path):
     assert verify.main([ckpts["timm"], "--pretrained-window-sizes", "4", "4"]) == 2
     assert "4 values" in capsys.readouterr().err
     assert verify.main([ckpts["timm"], "--keras", str(tmp_path / "absent.keras")]) == 2
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    other.save(str(tmp_path / "other.keras"))
+    assert verify.main([ckpts["timm"], "--keras", str(tmp_path / "other.keras")]) == 2
+    assert "not a keras_swinv2 model" in capsys.readouterr().err
     for argv in (["--keras", "model.h5"], ["--input-size", "1", "2", "3"], ["--batch", "0"]):
         with pytest.raises(SystemExit):
             verify.main([ckpts["timm"], *argv])

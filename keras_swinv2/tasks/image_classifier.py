@@ -61,11 +61,12 @@ class SwinV2ImageClassifier(keras.Model):
         policy = head_policy(backbone.dtype_policy if dtype is None else dtype)
 
         # === Layers ===
-        self.backbone = backbone
+        # Locals until the functional model exists: on the torch backend a Keras layer is a
+        # torch Module, which cannot be assigned as an attribute before Module.__init__.
         pool_layer = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
-        self.pooler = pool_layer(dtype=policy, name=f"{pooling}_pool")
-        self.output_dropout = keras.layers.Dropout(dropout, dtype=policy, name="output_dropout")
-        self.head = keras.layers.Dense(
+        pooler = pool_layer(dtype=policy, name=f"{pooling}_pool")
+        output_dropout = keras.layers.Dropout(dropout, dtype=policy, name="output_dropout")
+        head = keras.layers.Dense(
             num_classes,
             activation=activation,
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
@@ -75,11 +76,15 @@ class SwinV2ImageClassifier(keras.Model):
 
         # === Functional model ===
         inputs = backbone.input
-        x = self.pooler(backbone(inputs))
+        x = pooler(backbone(inputs))
         if dropout:
-            x = self.output_dropout(x)
-        outputs = self.head(x)
+            x = output_dropout(x)
+        outputs = head(x)
         super().__init__(inputs=inputs, outputs=outputs, name=name, trainable=trainable)
+        self.backbone = backbone
+        self.pooler = pooler
+        self.output_dropout = output_dropout if dropout else None
+        self.head = head
 
         # === Config ===
         self.dtype_policy = backbone.dtype_policy
