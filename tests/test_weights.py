@@ -22,16 +22,17 @@ import torch
 
 import keras
 
-from keras_swinv2 import SwinV2Model
-from keras_swinv2.layers import relative_coords_table, relative_position_index, resize_relative_position_table
+import keras_swinv2
+from keras_swinv2.layers import resize_relative_position_table
 from keras_swinv2.weights import detect_layout, infer_config, load_state_dict, load_weights, read_state_dict
 
+import helpers
 from checkpoint_files import SIZE, V1_SIZE, WINDOW, hf_to_pytorch_layout, save_checkpoint
 from reference import hf_outputs, hf_swin_v1, hf_swinv2, keras_outputs, max_abs_diff, state_dict_numpy
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ARCH = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
-V1_SWITCHES = dict(attention="dot", norm="pre", position_bias="table", patch_merging=1, key_bias=True)
+V1_SWITCHES = dict(attention="dot", norm_position="pre", position_bias="table", patch_merging="v1", key_bias=True)
 CLASSES, BATCH, TOL = 10, 2, 1e-4
 # Swin V1: two stages at 32 px (maps 8 and 4: a shifted stage, then one exactly one window).
 # HF's Swin V1 (transformers 5) fails when a stage is SMALLER than the window, so no V1 case
@@ -70,7 +71,7 @@ def v1():
 
 
 def build(include_top=True, v1=False, window=WINDOW, **kwargs):
-    return SwinV2Model(
+    return helpers.build(
         **(dict(V1_ARCH, **V1_SWITCHES) if v1 else ARCH),
         window_size=window,
         input_shape=(V1_SIZE, V1_SIZE, 3) if v1 else (SIZE, SIZE, 3),
@@ -100,7 +101,7 @@ def assert_matches(model, ref, top=True):
     diffs = {"logits": max_abs_diff(out, ref.logits)} if top else {"features": max_abs_diff(out, ref.features)}
     for i, (ours, theirs) in enumerate(zip(stages, ref.stages)):
         diffs[f"P{i + 2}"] = max_abs_diff(ours, theirs)
-    assert len(stages) == len(ref.stages) == len(model.depths)
+    assert len(stages) == len(ref.stages) == len(getattr(model, "backbone", model).depths)
     assert max(diffs.values()) <= TOL, diffs
     return diffs
 
@@ -221,14 +222,21 @@ def test_detect_layout_unknown_raises(state, tmp_path):
 
 V2_EXPECTED = dict(
     embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), patch_size=4, in_channels=3,
-    mlp_ratio=4.0, qkv_bias=True, key_bias=False, attention="cosine", norm="post",
-    position_bias="log_cpb", patch_merging=2, extra_norm_period=0, include_top=True, classes=CLASSES,
+    mlp_ratio=4.0, qkv_bias=True, key_bias=False, attention="cosine", norm_position="post",
+    position_bias="log_cpb", patch_merging="v2", extra_norm_period=0, num_classes=CLASSES,
 )
 V1_EXPECTED = dict(
     V2_EXPECTED, depths=V1_ARCH["depths"], num_heads=V1_ARCH["num_heads"],
-    key_bias=True, attention="dot", norm="pre", position_bias="table", patch_merging=1,
+    key_bias=True, attention="dot", norm_position="pre", position_bias="table", patch_merging="v1",
     window_size=WINDOW,
 )
+
+
+def _from_inferred(config, **kwargs):
+    config = dict(config)
+    config.pop("in_channels")
+    classes = config.pop("num_classes")
+    return helpers.build(**config, classes=classes, **kwargs)
 
 
 @pytest.mark.parametrize("layout", ["official", "timm", "hf"])
@@ -237,8 +245,7 @@ def test_infer_config_v2(layout, v2):
     config = infer_config(state)
     assert config == V2_EXPECTED
     assert isinstance(config["mlp_ratio"], float)
-    config.pop("include_top")
-    model = SwinV2Model(**config, window_size=WINDOW, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
+    model = _from_inferred(config, window_size=WINDOW, input_shape=(SIZE, SIZE, 3))
     load_state_dict(model, state)
     assert_matches(model, v2)
 
@@ -248,15 +255,14 @@ def test_infer_config_v1(layout, v1):
     state = v1.hf if layout == "hf" else hf_to_pytorch_layout(v1.hf, layout)
     config = infer_config(state)
     assert config == V1_EXPECTED
-    config.pop("include_top")
-    model = SwinV2Model(**config, input_shape=(V1_SIZE, V1_SIZE, 3), classifier_activation=None)
+    model = _from_inferred(config, input_shape=(V1_SIZE, V1_SIZE, 3))
     load_state_dict(model, state)
     assert_matches(model, v1)
 
 
 def test_infer_config_without_head(v2):
     config = infer_config(hf_to_pytorch_layout(v2.hf, "official", prefix="encoder.", head=False))
-    assert config["include_top"] is False and "classes" not in config
+    assert config["num_classes"] == 0
     assert config["depths"] == ARCH["depths"] and config["num_heads"] == ARCH["num_heads"]
 
 
@@ -328,10 +334,10 @@ def test_hf_checkpoint_without_key_projection_raises(v2):
 
 def test_head_missing_for_model_with_top_warns_and_keeps_head(v2):
     model = cached_model()
-    head = [w.copy() for w in model.get_layer("head").get_weights()]
+    head = [w.copy() for w in model.head.get_weights()]
     with pytest.warns(UserWarning, match=r"classifier has no head.*head is left freshly initialised"):
         load_state_dict(model, hf_to_pytorch_layout(v2.hf, "official", head=False))
-    for a, b in zip(head, model.get_layer("head").get_weights()):
+    for a, b in zip(head, model.head.get_weights()):
         np.testing.assert_array_equal(a, b)
     _, stages = keras_outputs(model, v2.images)  # the backbone did load
     for ours, theirs in zip(stages, v2.stages):
@@ -426,7 +432,7 @@ def test_v1_table_resized_to_another_window(layout, v1):
     hf_key = "swin.encoder.layers.{}.blocks.{}.attention.relative_position_bias.relative_position_bias_table"
     for i, (window, source) in enumerate(zip((8, 4), (4, 4))):
         for j in range(V1_ARCH["depths"][i]):
-            table = keras.ops.convert_to_numpy(model.stages[i].blocks[j].attn.bias_layer.table)
+            table = keras.ops.convert_to_numpy(model.backbone.stages[i].blocks[j].attn.bias_layer.table)
             original = v1.hf[hf_key.format(i, j)]
             assert original.shape[0] == (2 * source - 1) ** 2
             assert table.shape == ((2 * window - 1) ** 2, V1_ARCH["num_heads"][i])
@@ -443,8 +449,12 @@ def test_keras_formats_round_trip(v2, tmp_path):
         assert load_weights(fresh, path) is fresh
         assert_matches(fresh, v2)
     loaded = keras.saving.load_model(str(tmp_path / "m.keras"))
-    assert isinstance(loaded, SwinV2Model)
+    assert isinstance(loaded, keras_swinv2.SwinV2ImageClassifier)
     assert_matches(loaded, v2)
+    # a classifier's .keras file also initialises a bare backbone (the head is not needed)
+    backbone = cached_model(include_top=False)
+    load_weights(backbone, tmp_path / "m.keras")
+    assert_matches(backbone, v2, top=False)
 
 
 # --------------------------------------------------------------------------------------
@@ -480,7 +490,7 @@ def test_convert_to_keras_file(convert, v2, tmp_path, capsys):
     assert dst.stat().st_mode & 0o777 == 0o666 & ~umask
 
     model = keras.saving.load_model(str(dst))
-    assert isinstance(model, SwinV2Model)
+    assert isinstance(model, keras_swinv2.SwinV2ImageClassifier)
     assert f"{model.count_params():,}" in printed
     probs, stages = keras_outputs(model, v2.images)
     assert max_abs_diff(probs, _softmax(v2.logits.astype("float64")).astype("float32")) <= TOL
@@ -517,7 +527,7 @@ def test_convert_reads_geometry_from_official_buffers(convert, tmp_path, capsys)
     captured = capsys.readouterr()
     assert "derived buffers" in captured.out and "warning" not in captured.err
     model = keras.saving.load_model(str(dst))
-    assert (model.window_size, model.pretrained_window_sizes, model.image_shape) == (WINDOW, pretrained, (SIZE, SIZE, 3))
+    assert (model.backbone.window_size, model.backbone.pretrained_window_sizes, model.backbone.image_shape) == (WINDOW, pretrained, (SIZE, SIZE, 3))
     assert_matches(model, ref)
 
 
