@@ -60,8 +60,9 @@ KERAS_IMPLS = {
 }
 # One arena, no mmap (glibc still mmaps a request its arena cannot hold unless there is only the
 # main arena), no trim (threshold 100 GB); with hugetlb=1 glibc asks for transparent huge pages.
-TUNED_MALLOC = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
-                "glibc.malloc.trim_threshold=100000000000:glibc.malloc.hugetlb=1")
+TUNED_MALLOC = (
+    "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=100000000000:glibc.malloc.hugetlb=1"
+)
 MALLOC_SETTINGS = ("default", "tuned")
 TORCH_IMPLS = ("hf-torch", "hf-torch-compile", "timm-torch")
 IMPLS = tuple(KERAS_IMPLS) + TORCH_IMPLS
@@ -84,8 +85,12 @@ def keras_model_and_batch(model_name, batch=None):
     variant, size, window, pretrained, default_batch = MODELS[model_name]
     batch = batch or default_batch
     model = keras_swinv2.SwinV2(
-        variant=variant, input_shape=(size, size, 3), window_size=window,
-        pretrained_window_sizes=pretrained, classifier_activation=None, drop_path_rate=0.0,
+        variant=variant,
+        input_shape=(size, size, 3),
+        window_size=window,
+        pretrained_window_sizes=pretrained,
+        classifier_activation=None,
+        drop_path_rate=0.0,
     )
     images = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
     return model, images, np.arange(batch) % 1000
@@ -141,16 +146,22 @@ def _torch_step(impl, model_name, mode, dtype):
         from transformers import Swinv2Config, Swinv2ForImageClassification
 
         config = Swinv2Config(
-            image_size=size, window_size=window, num_labels=1000,
-            pretrained_window_sizes=list(pretrained or (0, 0, 0, 0)), **{k: list(v) if isinstance(v, tuple) else v for k, v in ARCH[variant].items()},
+            image_size=size,
+            window_size=window,
+            num_labels=1000,
+            pretrained_window_sizes=list(pretrained or (0, 0, 0, 0)),
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in ARCH[variant].items()},
         )
         model = Swinv2ForImageClassification(config)
         forward = lambda t: model(t).logits  # noqa: E731
     else:
         import timm
 
-        name = f"swinv2_{variant}_window{window}_{size}" if not pretrained else (
-            f"swinv2_{variant}_window12to{window}_192to{size}")
+        name = (
+            f"swinv2_{variant}_window{window}_{size}"
+            if not pretrained
+            else (f"swinv2_{variant}_window12to{window}_192to{size}")
+        )
         model = timm.create_model(name, pretrained=False)
         forward = model
     if impl.endswith("-compile"):
@@ -235,8 +246,12 @@ def cpu_description(cpuinfo=None):
         key, _, value = line.partition(":")
         fields[key.strip()] = value.strip()
     flags = set(fields.get("flags", "").split())
-    return dict(name=fields.get("model name"), family=fields.get("cpu family"), model=fields.get("model"),
-                isa=[f for f in ISA_FLAGS if f in flags])
+    return dict(
+        name=fields.get("model name"),
+        family=fields.get("cpu family"),
+        model=fields.get("model"),
+        isa=[f for f in ISA_FLAGS if f in flags],
+    )
 
 
 def describe_cpu(cpu):
@@ -276,8 +291,7 @@ def worker(args):
         before, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         step()
         seconds, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
-        print(f"TIME {seconds!r} {after.ru_minflt - before.ru_minflt} {after.ru_stime - before.ru_stime!r}",
-              flush=True)
+        print(f"TIME {seconds!r} {after.ru_minflt - before.ru_minflt} {after.ru_stime - before.ru_stime!r}", flush=True)
     return 0
 
 
@@ -285,8 +299,9 @@ class _Worker:
     """A worker process and its line protocol, with a deadline on every answer."""
 
     def __init__(self, cmd, env):
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env, text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, bufsize=1
+        )
         self.stderr = []
         self._stderr_thread = threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True)
         self._stderr_thread.start()
@@ -342,8 +357,23 @@ def measure_group(impls, model, mode, dtype, args, env, malloc="default"):
     workers = {}
 
     def start(impl):
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--impl", impl, "--model", model,
-               "--mode", mode, "--dtype", dtype, "--warmup", str(args.warmup), "--threads", str(args.threads)]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--worker",
+            "--impl",
+            impl,
+            "--model",
+            model,
+            "--mode",
+            mode,
+            "--dtype",
+            dtype,
+            "--warmup",
+            str(args.warmup),
+            "--threads",
+            str(args.threads),
+        ]
         w = _Worker(cmd, env)
         try:
             line = w.answer(args.timeout)
@@ -419,17 +449,29 @@ def main(argv=None):
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=list(IMPLS))
     parser.add_argument("--modes", nargs="+", default=["inference", "train"], choices=["inference", "train"])
     parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
-    parser.add_argument("--malloc", nargs="+", default=["default"], choices=MALLOC_SETTINGS,
-                        help="glibc allocator settings of the workers (see above)")
+    parser.add_argument(
+        "--malloc",
+        nargs="+",
+        default=["default"],
+        choices=MALLOC_SETTINGS,
+        help="glibc allocator settings of the workers (see above)",
+    )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="timed steps (rounds) per implementation")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--timeout", type=int, default=1200, help="seconds for setup + warm-up, and per step")
-    parser.add_argument("--pause", type=float, default=1.0,
-                        help="idle seconds before each timed step (spinning threads of the last one settle)")
-    parser.add_argument("--interleave", action="store_true",
-                        help="keep every implementation's process alive and time them round by round "
-                             "(removes slow drift, but needs all of them in memory at once)")
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=1.0,
+        help="idle seconds before each timed step (spinning threads of the last one settle)",
+    )
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="keep every implementation's process alive and time them round by round "
+        "(removes slow drift, but needs all of them in memory at once)",
+    )
     parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/<time>.json)")
     args = parser.parse_args(argv)
     environments = {m: malloc_environment(m, dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")) for m in args.malloc}
@@ -443,18 +485,29 @@ def main(argv=None):
                     results += measure_group(args.impls, model, mode, dtype, args, env, malloc)
     report = dict(
         date=datetime.datetime.now().isoformat(timespec="seconds"),
-        machine=dict(platform=platform.platform(), cpu=cpu, cpus=os.cpu_count(),
-                     python=platform.python_version(), libc=" ".join(platform.libc_ver()),
-                     transparent_hugepages=transparent_hugepages()),
-        settings=dict(warmup=args.warmup, repeats=args.repeats, threads=args.threads, pause_s=args.pause,
-                      order="interleaved" if args.interleave else "sequential",
-                      malloc={m: environments[m].get("GLIBC_TUNABLES", "") for m in args.malloc},
-                      batches={m: MODELS[m][4] for m in args.models}),
+        machine=dict(
+            platform=platform.platform(),
+            cpu=cpu,
+            cpus=os.cpu_count(),
+            python=platform.python_version(),
+            libc=" ".join(platform.libc_ver()),
+            transparent_hugepages=transparent_hugepages(),
+        ),
+        settings=dict(
+            warmup=args.warmup,
+            repeats=args.repeats,
+            threads=args.threads,
+            pause_s=args.pause,
+            order="interleaved" if args.interleave else "sequential",
+            malloc={m: environments[m].get("GLIBC_TUNABLES", "") for m in args.malloc},
+            batches={m: MODELS[m][4] for m in args.models},
+        ),
         versions=_versions(),
         results=results,
     )
-    out = args.out or os.path.join(os.path.dirname(__file__), "results",
-                                   datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ".json")
+    out = args.out or os.path.join(
+        os.path.dirname(__file__), "results", datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ".json"
+    )
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         json.dump(report, f, indent=2)
@@ -483,8 +536,7 @@ def _median(values):
 def _row(r):
     speed = f"{r['images_per_s']:.2f} img/s" if "images_per_s" in r else r.get("error", "?")
     if r.get("page_faults"):
-        speed += (f"  ({_median(r['page_faults'])} page faults, "
-                  f"{_median(r['system_s']):.2f} s system CPU per step)")
+        speed += f"  ({_median(r['page_faults'])} page faults, {_median(r['system_s']):.2f} s system CPU per step)"
     malloc = r.get("malloc", "default")
     return f"{r['model']:14s} {r['mode']:9s} {r['dtype']:8s} {malloc:8s} {r['impl']:20s} {speed}"
 

@@ -30,13 +30,17 @@ def _tf_worker(args, model, x, y, zero):
 
     from keras_swinv2.distribute.tf_training import DistributedTrainer
 
-    strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(args.devices)]) if args.devices > 1 \
+    strategy = (
+        tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(args.devices)])
+        if args.devices > 1
         else tf.distribute.get_strategy()
+    )
     with strategy.scope():
         model = model()
         optimizer = keras.optimizers.AdamW(1e-4)
-    trainer = DistributedTrainer(model, optimizer, "sparse_categorical_crossentropy", strategy,
-                                 shard_optimizer_state=zero)
+    trainer = DistributedTrainer(
+        model, optimizer, "sparse_categorical_crossentropy", strategy, shard_optimizer_state=zero
+    )
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch).repeat()
     times = []
     for _ in range(args.steps + 1):
@@ -84,8 +88,13 @@ def worker(args):
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.devices)
 
     def model():
-        return keras_swinv2.SwinV2(variant=args.variant, input_shape=(args.size, args.size, 3),
-                                   window_size=args.window, classes=100, classifier_activation="softmax")
+        return keras_swinv2.SwinV2(
+            variant=args.variant,
+            input_shape=(args.size, args.size, 3),
+            window_size=args.window,
+            classes=100,
+            classifier_activation="softmax",
+        )
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.batch, args.size, args.size, 3)).astype("float32")
@@ -93,11 +102,23 @@ def worker(args):
     run = _tf_worker if keras.backend.backend() == "tensorflow" else _jax_worker
     per_device, times = run(args, model, x, y, args.option == "zero1")
     values = list(per_device.values())
-    print("RESULT " + json.dumps(dict(
-        backend=keras.backend.backend(), devices=args.devices, option=args.option, variant=args.variant,
-        size=args.size, batch=args.batch, optimizer_bytes_per_device=max(values),
-        optimizer_bytes_all_devices=sum(values), step_seconds=float(np.median(times[1:])),
-    )), flush=True)
+    print(
+        "RESULT "
+        + json.dumps(
+            dict(
+                backend=keras.backend.backend(),
+                devices=args.devices,
+                option=args.option,
+                variant=args.variant,
+                size=args.size,
+                batch=args.batch,
+                optimizer_bytes_per_device=max(values),
+                optimizer_bytes_all_devices=sum(values),
+                step_seconds=float(np.median(times[1:])),
+            )
+        ),
+        flush=True,
+    )
 
 
 def main():
@@ -135,7 +156,7 @@ def main():
                     rows.append(f"| {backend} | {devices} | {option} | error: {proc.stderr.strip()[-200:]} | | |")
                     print(rows[-1], flush=True)
                     continue
-                result = json.loads(lines[0][len("RESULT "):])
+                result = json.loads(lines[0][len("RESULT ") :])
                 with open(args.output, "a") as f:
                     f.write(json.dumps(result) + "\n")
                 per_device = result["optimizer_bytes_per_device"]

@@ -116,8 +116,14 @@ def worker(args):
     x = rng.normal(size=(args.batch, args.size, args.size, 3)).astype("float32")
     y = rng.integers(0, 1000, size=(args.batch,))
     result = dict(
-        backend=backend, option=option, mode=args.mode, variant=args.variant, size=args.size,
-        window=args.window, batch=args.batch, chunk=kwargs.get("attention_chunk_size", 0),
+        backend=backend,
+        option=option,
+        mode=args.mode,
+        variant=args.variant,
+        size=args.size,
+        window=args.window,
+        batch=args.batch,
+        chunk=kwargs.get("attention_chunk_size", 0),
         parameters=model.count_params(),
     )
     if backend == "jax":
@@ -152,15 +158,31 @@ def worker(args):
 
 def _run(args, backend, option):
     command = [
-        sys.executable, __file__, "--worker", "--mode", args.mode, "--variant", args.variant,
-        "--size", str(args.size), "--window", str(args.window), "--batch", str(args.batch),
-        "--chunk", str(args.chunk), "--repeats", str(args.repeats), "--options", option,
+        sys.executable,
+        __file__,
+        "--worker",
+        "--mode",
+        args.mode,
+        "--variant",
+        args.variant,
+        "--size",
+        str(args.size),
+        "--window",
+        str(args.window),
+        "--batch",
+        str(args.batch),
+        "--chunk",
+        str(args.chunk),
+        "--repeats",
+        str(args.repeats),
+        "--options",
+        option,
     ] + (["--no-run"] if args.no_run else [])
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(command, env=env, capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     output = (proc.stderr or proc.stdout).strip()[-600:]
     return dict(backend=backend, option=option, error=output or f"worker exited with status {proc.returncode}")
 

@@ -31,14 +31,29 @@ def main():
     t = time.time()
     pre = os.path.join(args.output, "simmim")
     _, history = pretrain(
-        PretrainConfig(data="digits", model="tiny", architecture=ARCH, image_size=32, window_size=4,
-                       mask_patch_size=8, epochs=args.pretrain_epochs, warmup_epochs=2, batch_size=32,
-                       drop_path_rate=0.0),
-        pre, verbose=2,
+        PretrainConfig(
+            data="digits",
+            model="tiny",
+            architecture=ARCH,
+            image_size=32,
+            window_size=4,
+            mask_patch_size=8,
+            epochs=args.pretrain_epochs,
+            warmup_epochs=2,
+            batch_size=32,
+            drop_path_rate=0.0,
+        ),
+        pre,
+        verbose=2,
     )
-    rows = [{"run": "SimMIM pre-training", "epochs": args.pretrain_epochs,
-             "result": f"L1 loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}",
-             "seconds": round(time.time() - t)}]
+    rows = [
+        {
+            "run": "SimMIM pre-training",
+            "epochs": args.pretrain_epochs,
+            "result": f"L1 loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}",
+            "seconds": round(time.time() - t),
+        }
+    ]
     encoder = os.path.join(pre, "encoder.keras")
     runs = [
         ("from scratch, full", dict(model="tiny", architecture=ARCH, learning_rate=2e-3)),
@@ -48,14 +63,29 @@ def main():
     ]
     for name, settings in runs:
         t = time.time()
-        config = FinetuneConfig(data="digits", image_size=32, window_size=4, epochs=args.epochs, batch_size=32,
-                                drop_path_rate=0.0, augmentation=AUG, **settings)
-        model, data, history = finetune(config, os.path.join(args.output, name.replace(" ", "_").replace(",", "")), verbose=2)
+        config = FinetuneConfig(
+            data="digits",
+            image_size=32,
+            window_size=4,
+            epochs=args.epochs,
+            batch_size=32,
+            drop_path_rate=0.0,
+            augmentation=AUG,
+            **settings,
+        )
+        model, data, history = finetune(
+            config, os.path.join(args.output, name.replace(" ", "_").replace(",", "")), verbose=2
+        )
         best = max(row["val_accuracy"] for row in history)
         trainable = sum(math.prod(v.shape) for v in model.trainable_variables)
-        rows.append({"run": name, "epochs": args.epochs,
-                     "result": f"val accuracy {best:.2%} (trainable params {trainable:,})",
-                     "seconds": round(time.time() - t)})
+        rows.append(
+            {
+                "run": name,
+                "epochs": args.epochs,
+                "result": f"val accuracy {best:.2%} (trainable params {trainable:,})",
+                "seconds": round(time.time() - t),
+            }
+        )
     print(f"\nbackend {keras.backend.backend()}; digits: 1438 train / 359 validation images, 32 px\n")
     print("| run | epochs | result | wall s |\n|---|---|---|---|")
     for row in rows:

@@ -33,8 +33,18 @@ DEFAULT_SIZE = 256
 OUTPUT_SUFFIXES = (".keras", ".weights.h5")
 # `SwinV2Backbone` arguments read from the tensors (`keras_swinv2.weights.infer_config`).
 ARCHITECTURE = (
-    "embed_dim", "depths", "num_heads", "patch_size", "mlp_ratio", "qkv_bias", "key_bias",
-    "attention", "norm_position", "position_bias", "patch_merging", "extra_norm_period",
+    "embed_dim",
+    "depths",
+    "num_heads",
+    "patch_size",
+    "mlp_ratio",
+    "qkv_bias",
+    "key_bias",
+    "attention",
+    "norm_position",
+    "position_bias",
+    "patch_merging",
+    "extra_norm_period",
 )
 
 
@@ -120,17 +130,25 @@ def _parse(argv):
     parser.add_argument("--layout", choices=("official", "timm", "hf"), help="force the key layout (default: detect)")
     parser.add_argument("--window-size", type=int, help="attention window (default: from the checkpoint, else 8)")
     parser.add_argument(
-        "--input-size", type=int, nargs="+", metavar="N",
+        "--input-size",
+        type=int,
+        nargs="+",
+        metavar="N",
         help="image size: H, or H W (default: from the checkpoint, else 256)",
     )
     parser.add_argument(
-        "--pretrained-window-sizes", type=int, nargs="+", metavar="N",
+        "--pretrained-window-sizes",
+        type=int,
+        nargs="+",
+        metavar="N",
         help="window per stage the CPB was trained at (default: from the checkpoint, else 0)",
     )
-    parser.add_argument("--no-top", action="store_true",
-                        help="drop the classification head: write the SwinV2Backbone alone")
     parser.add_argument(
-        "--classifier-activation", default="softmax",
+        "--no-top", action="store_true", help="drop the classification head: write the SwinV2Backbone alone"
+    )
+    parser.add_argument(
+        "--classifier-activation",
+        default="softmax",
         help="activation of the head, 'none' for logits (default: softmax)",
     )
     args = parser.parse_args(argv)
@@ -164,8 +182,9 @@ def _save_atomic(model, dst):
         raise
 
 
-def build_model(config, window_size, pretrained_window_sizes, input_size, head=True, activation=None,
-                drop_path_rate=None):
+def build_model(
+    config, window_size, pretrained_window_sizes, input_size, head=True, activation=None, drop_path_rate=None
+):
     """The Keras model for an `infer_config` result at a geometry.
 
     Args:

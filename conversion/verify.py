@@ -45,14 +45,30 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 KERAS_SUFFIXES = (".keras", ".weights.h5")
 # Architecture fields a converted model must share with the checkpoint.
 ARCH_FIELDS = (
-    "embed_dim", "depths", "num_heads", "patch_size", "in_channels", "mlp_ratio", "qkv_bias",
-    "key_bias", "attention", "norm_position", "position_bias", "patch_merging", "extra_norm_period",
+    "embed_dim",
+    "depths",
+    "num_heads",
+    "patch_size",
+    "in_channels",
+    "mlp_ratio",
+    "qkv_bias",
+    "key_bias",
+    "attention",
+    "norm_position",
+    "position_bias",
+    "patch_merging",
+    "extra_norm_period",
 )
 # The two families HF transformers implements.
-V2_SWITCHES = dict(attention="cosine", norm_position="post", position_bias="log_cpb", patch_merging="v2",
-                   extra_norm_period=0, key_bias=False)
-V1_SWITCHES = dict(attention="dot", norm_position="pre", position_bias="table", patch_merging="v1",
-                   extra_norm_period=0)
+V2_SWITCHES = dict(
+    attention="cosine",
+    norm_position="post",
+    position_bias="log_cpb",
+    patch_merging="v2",
+    extra_norm_period=0,
+    key_bias=False,
+)
+V1_SWITCHES = dict(attention="dot", norm_position="pre", position_bias="table", patch_merging="v1", extra_norm_period=0)
 
 
 class VerifyError(Exception):
@@ -120,14 +136,14 @@ def canonical_to_hf(canonical, v1=False, prefix=""):
     for key, value in canonical.items():
         value = np.asarray(value)
         if key.startswith("head.fc."):
-            out["classifier." + key[len("head.fc."):]] = value
+            out["classifier." + key[len("head.fc.") :]] = value
             continue
         if key.startswith("patch_embed.proj."):
-            name = "embeddings.patch_embeddings.projection." + key[len("patch_embed.proj."):]
+            name = "embeddings.patch_embeddings.projection." + key[len("patch_embed.proj.") :]
         elif key.startswith("patch_embed.norm."):
-            name = "embeddings.norm." + key[len("patch_embed.norm."):]
+            name = "embeddings.norm." + key[len("patch_embed.norm.") :]
         elif key.startswith("norm."):
-            name = "layernorm." + key[len("norm."):]
+            name = "layernorm." + key[len("norm.") :]
         elif m := re.match(r"^layers\.(\d+)\.downsample\.(.+)$", key):
             name = f"encoder.layers.{int(m.group(1)) - 1}.downsample.{m.group(2)}"
         elif m := _BLOCK_KEY.match(key):
@@ -235,13 +251,23 @@ def build_reference(config, geometry, canonical):
 
 
 def _family(config):
-    """"v2" or "v1": which HF transformers model computes what `config` does."""
+    """ "v2" or "v1": which HF transformers model computes what `config` does."""
     if all(config[k] == v for k, v in V2_SWITCHES.items()):
         return "v2"
     if all(config[k] == v for k, v in V1_SWITCHES.items()) and config["key_bias"] == config["qkv_bias"]:
         return "v1"
-    switches = {k: config[k] for k in ("attention", "norm_position", "position_bias", "patch_merging",
-                                       "extra_norm_period", "qkv_bias", "key_bias")}
+    switches = {
+        k: config[k]
+        for k in (
+            "attention",
+            "norm_position",
+            "position_bias",
+            "patch_merging",
+            "extra_norm_period",
+            "qkv_bias",
+            "key_bias",
+        )
+    }
     raise VerifyError(
         f"HF transformers implements only SwinV2 ({V2_SWITCHES}) and Swin V1 ({V1_SWITCHES}); "
         f"this checkpoint has {switches}, so there is no PyTorch reference for it."
@@ -389,9 +415,7 @@ def load_keras(path, config, geometry, state, layout):
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         note = "" if head == has_head else ", no head (converted with --no-top)"
         return model, f"{path} (.weights.h5, {type(model).__name__}{note})"
-    raise VerifyError(
-        f"{path} does not load into a model of the checkpoint's architecture:\n  " + "\n  ".join(errors)
-    )
+    raise VerifyError(f"{path} does not load into a model of the checkpoint's architecture:\n  " + "\n  ".join(errors))
 
 
 def architecture_mismatches(model, config):
@@ -440,13 +464,15 @@ def resolve_geometry(args, config, state, convert, keras_model=None):
                 return value, source
         raise AssertionError("the last candidate is a default")
 
-    window = pick([
-        (args.window_size, "--window-size"),
-        (model_window, "converted model"),
-        (config.get("window_size"), "checkpoint (V1 table)"),
-        (found.get("window_size"), "checkpoint (derived buffers)"),
-        (convert.DEFAULT_WINDOW, "default"),
-    ])
+    window = pick(
+        [
+            (args.window_size, "--window-size"),
+            (model_window, "converted model"),
+            (config.get("window_size"), "checkpoint (V1 table)"),
+            (found.get("window_size"), "checkpoint (derived buffers)"),
+            (convert.DEFAULT_WINDOW, "default"),
+        ]
+    )
     flag_pretrained = tuple(args.pretrained_window_sizes) if args.pretrained_window_sizes else None
     if flag_pretrained is not None and len(flag_pretrained) != num_stages:
         raise VerifyError(
@@ -455,44 +481,57 @@ def resolve_geometry(args, config, state, convert, keras_model=None):
     found_pretrained = found.get("pretrained_window_sizes")
     if found_pretrained is not None and len(found_pretrained) != num_stages:
         found_pretrained = None
-    pretrained = pick([
-        (flag_pretrained, "--pretrained-window-sizes"),
-        (model_pretrained, "converted model"),
-        (found_pretrained, "checkpoint (derived buffers)"),
-        ((0,) * num_stages, "default"),
-    ])
+    pretrained = pick(
+        [
+            (flag_pretrained, "--pretrained-window-sizes"),
+            (model_pretrained, "converted model"),
+            (found_pretrained, "checkpoint (derived buffers)"),
+            ((0,) * num_stages, "default"),
+        ]
+    )
     flag_size = (args.input_size[0], args.input_size[-1]) if args.input_size else None
-    size = pick([
-        (flag_size, "--input-size"),
-        (model_size, "converted model"),
-        (found.get("input_size"), "checkpoint (shift mask)"),
-        ((convert.DEFAULT_SIZE, convert.DEFAULT_SIZE), "default"),
-    ])
-    geometry = {"window_size": window[0], "pretrained_window_sizes": tuple(pretrained[0]),
-                "input_size": tuple(size[0])}
+    size = pick(
+        [
+            (flag_size, "--input-size"),
+            (model_size, "converted model"),
+            (found.get("input_size"), "checkpoint (shift mask)"),
+            ((convert.DEFAULT_SIZE, convert.DEFAULT_SIZE), "default"),
+        ]
+    )
+    geometry = {"window_size": window[0], "pretrained_window_sizes": tuple(pretrained[0]), "input_size": tuple(size[0])}
     sources = {"window_size": window[1], "pretrained_window_sizes": pretrained[1], "input_size": size[1]}
     notes = []
     if keras_model is not None and model_size is None:
-        notes.append("the converted model takes any image size, so it keeps the full window on maps "
-                     "smaller than the window, where the reference shrinks it; such stages differ")
+        notes.append(
+            "the converted model takes any image size, so it keeps the full window on maps "
+            "smaller than the window, where the reference shrinks it; such stages differ"
+        )
     if keras_model is not None:
         # Flags that contradict the converted model cannot be verified with it.
-        for key, flag, ours in (("window_size", args.window_size, model_window),
-                                ("pretrained_window_sizes", flag_pretrained, model_pretrained),
-                                ("input_size", flag_size, model_size)):
+        for key, flag, ours in (
+            ("window_size", args.window_size, model_window),
+            ("pretrained_window_sizes", flag_pretrained, model_pretrained),
+            ("input_size", flag_size, model_size),
+        ):
             if flag is not None and ours is not None and tuple(np.atleast_1d(flag)) != tuple(np.atleast_1d(ours)):
                 raise VerifyError(
                     f"--{key.replace('_', '-')} {flag} contradicts the converted model, which has {key} {ours}; "
                     "drop the flag, or verify a model converted with it."
                 )
-        for key, value in (("window_size", found.get("window_size")),
-                           ("pretrained_window_sizes", found_pretrained),
-                           ("input_size", found.get("input_size"))):
-            if value is not None and sources[key] == "converted model" and tuple(np.atleast_1d(value)) != tuple(
-                np.atleast_1d(geometry[key])
+        for key, value in (
+            ("window_size", found.get("window_size")),
+            ("pretrained_window_sizes", found_pretrained),
+            ("input_size", found.get("input_size")),
+        ):
+            if (
+                value is not None
+                and sources[key] == "converted model"
+                and tuple(np.atleast_1d(value)) != tuple(np.atleast_1d(geometry[key]))
             ):
-                notes.append(f"the checkpoint's buffers give {key} {value}; the converted model uses "
-                             f"{geometry[key]} (the reference follows the converted model)")
+                notes.append(
+                    f"the checkpoint's buffers give {key} {value}; the converted model uses "
+                    f"{geometry[key]} (the reference follows the converted model)"
+                )
     return geometry, sources, notes
 
 
@@ -503,17 +542,22 @@ def _parse(argv):
         "reference built from the same checkpoint; prints the max abs difference per stage.",
     )
     parser.add_argument("checkpoint", help="PyTorch checkpoint: .safetensors, .pth/.pt/.bin/.ckpt or .npz")
-    parser.add_argument("--keras", metavar="CONVERTED",
-                        help="converted .keras or .weights.h5 file (default: convert the checkpoint on the fly)")
+    parser.add_argument(
+        "--keras",
+        metavar="CONVERTED",
+        help="converted .keras or .weights.h5 file (default: convert the checkpoint on the fly)",
+    )
     parser.add_argument("--layout", choices=("official", "timm", "hf"), help="force the key layout (default: detect)")
     parser.add_argument("--window-size", type=int, help="attention window (default: as convert.py)")
     parser.add_argument("--input-size", type=int, nargs="+", metavar="N", help="image size: H, or H W")
-    parser.add_argument("--pretrained-window-sizes", type=int, nargs="+", metavar="N",
-                        help="window per stage the CPB was trained at")
+    parser.add_argument(
+        "--pretrained-window-sizes", type=int, nargs="+", metavar="N", help="window per stage the CPB was trained at"
+    )
     parser.add_argument("--batch", type=int, default=1, help="images per run (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random images (default: 0)")
-    parser.add_argument("--tolerance", type=float, default=1e-4,
-                        help="largest max abs difference that passes (default: 1e-4)")
+    parser.add_argument(
+        "--tolerance", type=float, default=1e-4, help="largest max abs difference that passes (default: 1e-4)"
+    )
     args = parser.parse_args(argv)
     if args.keras is not None and not args.keras.endswith(KERAS_SUFFIXES):
         parser.error(f"--keras must end with .keras or .weights.h5; got {args.keras!r}.")
@@ -594,23 +638,34 @@ def _verify(args):
     height, width = geometry["input_size"]
     images = random_images(args.batch, height, width, config["in_channels"], args.seed)
 
-    print(f"checkpoint:   {args.checkpoint} ({layout} layout, {len(state)} tensors, "
-          f"{'Swin V1' if family == 'v1' else 'SwinV2'}, "
-          f"{'%d classes' % config['num_classes'] if config['num_classes'] else 'no head'})")
-    print(f"architecture: embed_dim {config['embed_dim']}, depths {config['depths']}, "
-          f"num_heads {config['num_heads']}, mlp_ratio {config['mlp_ratio']}")
-    for key, label in (("window_size", "window"), ("pretrained_window_sizes", "pretrained"),
-                       ("input_size", "input size")):
+    print(
+        f"checkpoint:   {args.checkpoint} ({layout} layout, {len(state)} tensors, "
+        f"{'Swin V1' if family == 'v1' else 'SwinV2'}, "
+        f"{'%d classes' % config['num_classes'] if config['num_classes'] else 'no head'})"
+    )
+    print(
+        f"architecture: embed_dim {config['embed_dim']}, depths {config['depths']}, "
+        f"num_heads {config['num_heads']}, mlp_ratio {config['mlp_ratio']}"
+    )
+    for key, label in (
+        ("window_size", "window"),
+        ("pretrained_window_sizes", "pretrained"),
+        ("input_size", "input size"),
+    ):
         value = geometry[key] if key != "input_size" else "%dx%d" % geometry[key]
         print(f"  {label + ':':14s}{value}  [{sources[key]}]")
     print(f"reference:    {reference_source}")
     print(f"keras:        {keras_source}, backend {keras.backend.backend()}")
-    print(f"inputs:       {args.batch}x{height}x{width}x{config['in_channels']}, seed {args.seed} "
-          "(uniform pixels, ImageNet-normalised)")
+    print(
+        f"inputs:       {args.batch}x{height}x{width}x{config['in_channels']}, seed {args.seed} "
+        "(uniform pixels, ImageNet-normalised)"
+    )
     pooling = model_parts(converted)[0].pooling
     if pooling is not None:
-        notes.append(f"the converted backbone pools its output (pooling={pooling!r}): 'norm' compares it "
-                     "with the reference's final LayerNorm output pooled the same way")
+        notes.append(
+            f"the converted backbone pools its output (pooling={pooling!r}): 'norm' compares it "
+            "with the reference's final LayerNorm output pooled the same way"
+        )
     for note in notes:
         print(f"note:         {note}")
 

@@ -11,6 +11,7 @@ from keras_swinv2.tasks.image_classifier import SwinV2ImageClassifier
 # The keywords a builder accepts as `**architecture`.
 ARCHITECTURE_ARGS = presets.architecture_args(SwinV2Backbone)
 
+
 def SwinV2(
     include_top=True,
     weights=None,
@@ -104,8 +105,18 @@ def SwinV2Tiny(
 
     Arguments and return value as for `SwinV2` (this builder fixes `variant`).
     """
-    return SwinV2(include_top, weights, input_tensor, input_shape, pooling, classes,
-                  classifier_activation, variant="tiny", name=name, **architecture)
+    return SwinV2(
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        variant="tiny",
+        name=name,
+        **architecture,
+    )
 
 
 def SwinV2Small(
@@ -123,8 +134,18 @@ def SwinV2Small(
 
     Arguments and return value as for `SwinV2` (this builder fixes `variant`).
     """
-    return SwinV2(include_top, weights, input_tensor, input_shape, pooling, classes,
-                  classifier_activation, variant="small", name=name, **architecture)
+    return SwinV2(
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        variant="small",
+        name=name,
+        **architecture,
+    )
 
 
 def SwinV2Base(
@@ -142,8 +163,18 @@ def SwinV2Base(
 
     Arguments and return value as for `SwinV2` (this builder fixes `variant`).
     """
-    return SwinV2(include_top, weights, input_tensor, input_shape, pooling, classes,
-                  classifier_activation, variant="base", name=name, **architecture)
+    return SwinV2(
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        variant="base",
+        name=name,
+        **architecture,
+    )
 
 
 def SwinV2Large(
@@ -161,8 +192,18 @@ def SwinV2Large(
 
     Arguments and return value as for `SwinV2` (this builder fixes `variant`).
     """
-    return SwinV2(include_top, weights, input_tensor, input_shape, pooling, classes,
-                  classifier_activation, variant="large", name=name, **architecture)
+    return SwinV2(
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        variant="large",
+        name=name,
+        **architecture,
+    )
 
 
 def SwinV2Huge(
@@ -181,8 +222,18 @@ def SwinV2Huge(
 
     Arguments and return value as for `SwinV2` (this builder fixes `variant`).
     """
-    return SwinV2(include_top, weights, input_tensor, input_shape, pooling, classes,
-                  classifier_activation, variant="huge", name=name, **architecture)
+    return SwinV2(
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        variant="huge",
+        name=name,
+        **architecture,
+    )
 
 
 def SwinV2Giant(
@@ -201,5 +252,15 @@ def SwinV2Giant(
 
     Arguments and return value as for `SwinV2` (this builder fixes `variant`).
     """
-    return SwinV2(include_top, weights, input_tensor, input_shape, pooling, classes,
-                  classifier_activation, variant="giant", name=name, **architecture)
+    return SwinV2(
+        include_top,
+        weights,
+        input_tensor,
+        input_shape,
+        pooling,
+        classes,
+        classifier_activation,
+        variant="giant",
+        name=name,
+        **architecture,
+    )

@@ -43,10 +43,7 @@ def require(backend, feature):
         feature: str, what needs it (for the message).
     """
     if name() != backend:
-        raise ValueError(
-            f"{feature} needs the {backend} backend (KERAS_BACKEND={backend}); "
-            f"the backend is {name()!r}."
-        )
+        raise ValueError(f"{feature} needs the {backend} backend (KERAS_BACKEND={backend}); the backend is {name()!r}.")
 
 
 # === Constants ===
@@ -198,9 +195,7 @@ def cosine_query_key(qkv, q, k, num_heads, scale, epsilon=1e-12):
     eager SwinV2-T's first-stage normalization 16.5 -> 9 ms per block.
     """
     if name() != "torch":
-        return l2_normalize(ops.cast(q, "float32"), epsilon) * scale, l2_normalize(
-            ops.cast(k, "float32"), epsilon
-        )
+        return l2_normalize(ops.cast(q, "float32"), epsilon) * scale, l2_normalize(ops.cast(k, "float32"), epsilon)
     import torch
 
     windows, n, channels = qkv.shape

@@ -76,11 +76,23 @@ def pretrain(args):
 
     architecture = _architecture(args)
     config = PretrainConfig(
-        data=args.data, data_dir=args.data_dir, model=args.model, architecture=architecture or None,
-        image_size=args.image_size, window_size=args.window_size, mask_patch_size=args.mask_patch_size,
-        mask_ratio=args.mask_ratio, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, min_learning_rate=args.min_lr,
-        clipnorm=args.clipnorm or None, drop_path_rate=args.drop_path, crop_scale=tuple(args.crop_scale),
+        data=args.data,
+        data_dir=args.data_dir,
+        model=args.model,
+        architecture=architecture or None,
+        image_size=args.image_size,
+        window_size=args.window_size,
+        mask_patch_size=args.mask_patch_size,
+        mask_ratio=args.mask_ratio,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        min_learning_rate=args.min_lr,
+        clipnorm=args.clipnorm or None,
+        drop_path_rate=args.drop_path,
+        crop_scale=tuple(args.crop_scale),
         seed=args.seed,
     )
     print(f"Backend: {keras.backend.backend()}; output: {args.output}")
@@ -107,7 +119,6 @@ def demo(args):
     """The main job: fine-tunes a SwinV2 on scikit-learn's digits, then classifies held-out images."""
     import time
 
-
     import keras
 
     from keras_swinv2.training import finetune as run
@@ -125,7 +136,12 @@ def demo(args):
     else:
         print(f"Fine-tuning SwinV2-T ({args.weights}) on scikit-learn's digits at 128 px, window 8.")
         config = _finetune_config(
-            args, model="tiny", weights=args.weights, image_size=128, window_size=8, architecture=None,
+            args,
+            model="tiny",
+            weights=args.weights,
+            image_size=128,
+            window_size=8,
+            architecture=None,
             layer_decay=0.85,
         )
     print(f"Backend: {keras.backend.backend()}; output: {args.output}")
@@ -136,7 +152,9 @@ def demo(args):
     from keras_swinv2.data import pipeline
 
     images, labels = next(iter(data.validation.batch(args.show)))
-    batch = next(iter(pipeline.validation_batches(data, model.backbone.image_shape[0], args.show, config.crop_ratio)))[0]
+    batch = next(iter(pipeline.validation_batches(data, model.backbone.image_shape[0], args.show, config.crop_ratio)))[
+        0
+    ]
     probs = keras.ops.convert_to_numpy(model.predict(batch, verbose=0))
     print(f"\nHeld-out digits classified by the saved model ({args.output}/best.keras):")
     pixels = images.numpy()[..., 0]
@@ -203,8 +221,12 @@ def _add_training_arguments(p, **defaults):
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--ema", type=float, default=None, help="EMA momentum of the weights, e.g. 0.9998")
     p.add_argument("--clipnorm", type=float, default=5.0, help="global gradient-norm clip (0: off)")
-    p.add_argument("--mode", choices=["full", "attention", "head"], default="full",
-                   help="what trains: everything, attention layers + head, or the head (linear probe)")
+    p.add_argument(
+        "--mode",
+        choices=["full", "attention", "head"],
+        default="full",
+        help="what trains: everything, attention layers + head, or the head (linear probe)",
+    )
     p.add_argument("--frozen-stages", type=int, default=0, help="freeze patch embedding + the first k stages")
     p.add_argument("--crop-scale", type=float, nargs=2, default=(0.08, 1.0), help="random resized crop area range")
     p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
@@ -224,8 +246,19 @@ def main(argv=None):
     p.add_argument("--weights", default=None, help="imagenet1k etc. to start from SwinV2-T (needs network)")
     p.add_argument("--output", default="runs/demo", help="run directory (an unfinished run resumes)")
     p.add_argument("--show", type=int, default=8, help="held-out images to classify at the end")
-    _add_training_arguments(p, data="digits", epochs=12, batch_size=32, lr=2e-3, drop_path=0.05, crop_scale=(0.6, 1.0),
-                            no_flip=True, mixup=0.0, cutmix=0.0, erasing=0.0)
+    _add_training_arguments(
+        p,
+        data="digits",
+        epochs=12,
+        batch_size=32,
+        lr=2e-3,
+        drop_path=0.05,
+        crop_scale=(0.6, 1.0),
+        no_flip=True,
+        mixup=0.0,
+        cutmix=0.0,
+        erasing=0.0,
+    )
     p.set_defaults(func=demo)
     p = sub.add_parser("finetune", help="fine-tune a SwinV2 with model.fit (resumable)")
     p.add_argument("--model", default="tiny", help="tiny | small | base | large | huge | giant | a .keras file")

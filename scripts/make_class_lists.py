@@ -62,6 +62,7 @@ def _reader(source):
         return lambda name: archive.read(INFO + name).decode("utf-8")
     for folder in (source, os.path.join(source, INFO)):
         if os.path.isfile(os.path.join(folder, "imagenet_synsets.txt")):
+
             def read(name, folder=folder):
                 with open(os.path.join(folder, name), encoding="utf-8") as f:
                     return f.read()
@@ -83,7 +84,9 @@ def build(read):
     _expect(len(synsets_1k) == N_1K and len(set(synsets_1k)) == N_1K, f"{len(synsets_1k)} ImageNet-1k synsets")
     _expect(synsets_1k[0] == "n01440764", f"ImageNet-1k class 0 is {synsets_1k[0]}, not n01440764 (tench)")
     _expect(
-        len(synsets_goog) == N_21K_GOOG and len(set(synsets_goog)) == N_21K_GOOG and synsets_goog == sorted(synsets_goog),
+        len(synsets_goog) == N_21K_GOOG
+        and len(set(synsets_goog)) == N_21K_GOOG
+        and synsets_goog == sorted(synsets_goog),
         f"{len(synsets_goog)} ImageNet-21k synsets, expected {N_21K_GOOG} unique and sorted",
     )
     synsets_22k = list(synsets_goog)
@@ -116,7 +119,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="timm wheel (.whl), unzipped wheel, or its timm/data/_info folder")
     parser.add_argument("--out", default=DEFAULT_OUT, help="output folder (default: keras_swinv2/data)")
-    parser.add_argument("--check", action="store_true", help="only compare with the files in --out; exit 1 if they differ")
+    parser.add_argument(
+        "--check", action="store_true", help="only compare with the files in --out; exit 1 if they differ"
+    )
     args = parser.parse_args(argv)
 
     outputs = build(_reader(args.source))

@@ -33,8 +33,15 @@ def _effective_windows(size, window=WINDOW, stages=4):
 
 
 def hf_to_pytorch_layout(
-    hf_state, layout="official", prefix="", cpb_name="cpb_mlp", head=True,
-    buffers="random", pretrained_window_sizes=None, seed=0, size=None,
+    hf_state,
+    layout="official",
+    prefix="",
+    cpb_name="cpb_mlp",
+    head=True,
+    buffers="random",
+    pretrained_window_sizes=None,
+    seed=0,
+    size=None,
 ):
     """An HF Swinv2 / Swin (V1) state dict in the official Microsoft or timm layout.
 
@@ -76,13 +83,17 @@ def hf_to_pytorch_layout(
                 q, k, v = (sd[f"{h}attention.{n}_proj.weight"] for n in "qkv")
                 put(o + "attn.qkv.weight", np.concatenate([q, k, v], axis=0))
                 put(o + "attn.qkv.bias", np.concatenate([sd[f"{h}attention.{n}_proj.bias"] for n in "qkv"]))
-                put(o + "attn.relative_position_bias_table",
-                    sd[h + "attention.relative_position_bias.relative_position_bias_table"])
+                put(
+                    o + "attn.relative_position_bias_table",
+                    sd[h + "attention.relative_position_bias.relative_position_bias_table"],
+                )
                 proj, fc1, fc2 = h + "attention.o_proj", h + "mlp.fc1", h + "mlp.fc2"
             else:
                 s = h + "attention.self."
-                put(o + "attn.qkv.weight",
-                    np.concatenate([sd[s + "query.weight"], sd[s + "key.weight"], sd[s + "value.weight"]], axis=0))
+                put(
+                    o + "attn.qkv.weight",
+                    np.concatenate([sd[s + "query.weight"], sd[s + "key.weight"], sd[s + "value.weight"]], axis=0),
+                )
                 put(o + "attn.q_bias", sd[s + "query.bias"])
                 put(o + "attn.v_bias", sd[s + "value.bias"])
                 put(o + "attn.logit_scale", sd[s + "logit_scale"])
@@ -90,15 +101,23 @@ def hf_to_pytorch_layout(
                 put(o + f"attn.{cpb_name}.0.bias", sd[s + "continuous_position_bias_mlp.0.bias"])
                 put(o + f"attn.{cpb_name}.2.weight", sd[s + "continuous_position_bias_mlp.2.weight"])
                 proj, fc1, fc2 = h + "attention.output.dense", h + "intermediate.dense", h + "output.dense"
-            for src, dst in ((proj, "attn.proj"), (fc1, "mlp.fc1"), (fc2, "mlp.fc2"),
-                             (h + "layernorm_before", "norm1"), (h + "layernorm_after", "norm2")):
+            for src, dst in (
+                (proj, "attn.proj"),
+                (fc1, "mlp.fc1"),
+                (fc2, "mlp.fc2"),
+                (h + "layernorm_before", "norm1"),
+                (h + "layernorm_after", "norm2"),
+            ):
                 put(o + dst + ".weight", sd[src + ".weight"])
                 put(o + dst + ".bias", sd[src + ".bias"])
             n, windows_per_map = w * w, (-(-res // w)) ** 2
             if buffers == "random":
                 put(o + "attn.relative_position_index", rng.integers(0, 1000, size=(n, n)))
                 if not v1:
-                    put(o + "attn.relative_coords_table", rng.normal(size=(1, 2 * w - 1, 2 * w - 1, 2)).astype("float32"))
+                    put(
+                        o + "attn.relative_coords_table",
+                        rng.normal(size=(1, 2 * w - 1, 2 * w - 1, 2)).astype("float32"),
+                    )
                 if j % 2 and res > w:
                     put(o + "attn_mask", rng.normal(size=(windows_per_map, n, n)).astype("float32"))
             elif buffers == "real":

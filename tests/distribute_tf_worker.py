@@ -45,8 +45,13 @@ Y = rng.randint(0, 5, size=(GLOBAL_BATCH,))
 
 def build(**kwargs):
     backbone = keras_swinv2.SwinV2Backbone(
-        embed_dim=16, depths=(1, 1), num_heads=(2, 4), window_size=4, image_shape=(16, 16, 3),
-        drop_path_rate=0.0, **kwargs,
+        embed_dim=16,
+        depths=(1, 1),
+        num_heads=(2, 4),
+        window_size=4,
+        image_shape=(16, 16, 3),
+        drop_path_rate=0.0,
+        **kwargs,
     )
     return keras_swinv2.SwinV2ImageClassifier(backbone, 5, activation="softmax")
 

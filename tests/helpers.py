@@ -16,11 +16,20 @@ def randomize_weights(model, seed=0):
     return model
 
 
-def build(include_top=True, classes=1000, classifier_activation=None, input_shape=(256, 256, 3), pooling=None,
-          name=None, **architecture):
+def build(
+    include_top=True,
+    classes=1000,
+    classifier_activation=None,
+    input_shape=(256, 256, 3),
+    pooling=None,
+    name=None,
+    **architecture,
+):
     """A `SwinV2ImageClassifier` (or with `include_top=False` a `SwinV2Backbone`) from one flat config."""
     backbone = keras_swinv2.SwinV2Backbone(
-        **architecture, image_shape=input_shape, pooling=None if include_top else pooling,
+        **architecture,
+        image_shape=input_shape,
+        pooling=None if include_top else pooling,
         **({"name": name} if name and not include_top else {}),
     )
     if not include_top:

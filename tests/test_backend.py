@@ -78,7 +78,7 @@ def test_no_import_cycles():
 
     def visit(module):
         if module in stack:
-            raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(module):] + [module]))
+            raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(module) :] + [module]))
         if module in seen:
             return
         stack.append(module)

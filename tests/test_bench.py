@@ -23,9 +23,7 @@ def _glibc_version():
     return tuple(int(v) for v in version.split(".")[:2]) if libc == "glibc" else None
 
 
-@pytest.mark.skipif(
-    (_glibc_version() or (0,)) < (2, 35), reason="the tuned setting needs glibc >= 2.35"
-)
+@pytest.mark.skipif((_glibc_version() or (0,)) < (2, 35), reason="the tuned setting needs glibc >= 2.35")
 def test_tuned_malloc_puts_the_tunables_before_the_users():
     env = bench.malloc_environment("tuned", {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"})
     # glibc applies tunables left to right: the user's own entry comes last and wins
@@ -66,14 +64,10 @@ flags\t\t: amx_bf16
 
 def test_cpu_description_tells_a_zen3_from_a_zen4():
     zen3 = bench.cpu_description(_CPUINFO.format(family=25, model=1, extra="vaes"))
-    zen4 = bench.cpu_description(
-        _CPUINFO.format(family=25, model=17, extra="avx512f avx512_vnni avx512_bf16")
-    )
+    zen4 = bench.cpu_description(_CPUINFO.format(family=25, model=17, extra="avx512f avx512_vnni avx512_bf16"))
     assert zen3 == dict(name="AMD EPYC", family="25", model="1", isa=["avx2", "fma"])
     assert zen4["model"] == "17"
     assert zen4["isa"] == ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"]
     assert "no bfloat16 instructions" in bench.describe_cpu(zen3)
-    assert bench.describe_cpu(zen4) == (
-        "CPU: AMD EPYC (family 25, model 17): avx2 fma avx512f avx512_vnni avx512_bf16"
-    )
+    assert bench.describe_cpu(zen4) == ("CPU: AMD EPYC (family 25, model 17): avx2 fma avx512f avx512_vnni avx512_bf16")
     assert bench.describe_cpu(None).startswith("CPU: unknown")

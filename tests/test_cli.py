@@ -38,8 +38,9 @@ def test_pretrain_then_finetune_from_the_encoder(tmp_path, capsys):
 def test_finetune_from_a_one_channel_keras_file_keeps_its_channels(tmp_path):
     from helpers import build
 
-    source = build(embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=4,
-                   input_shape=(16, 16, 1), include_top=False)
+    source = build(
+        embed_dim=8, depths=(1, 1), num_heads=(1, 2), window_size=4, input_shape=(16, 16, 1), include_top=False
+    )
     source.save(tmp_path / "gray.keras")
     model = build_model(FinetuneConfig(model=str(tmp_path / "gray.keras"), image_size=32, window_size=8), 5)
     assert model.backbone.image_shape == (32, 32, 1) and model.num_classes == 5

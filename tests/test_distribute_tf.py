@@ -110,7 +110,9 @@ def test_trainer_clips_the_summed_gradient_like_one_device(runs, report):
     assert r.loss("t1")[-1] < r.loss("t1")[0] - 0.1
     assert _diff(r.weights("t2"), r.weights("t1")) < 1e-6
     report(
-        test="clip_after_all_reduce", grad_norm=float(r["grad_norm"]), clip=CLIP,
+        test="clip_after_all_reduce",
+        grad_norm=float(r["grad_norm"]),
+        clip=CLIP,
         trainer_2_replicas_vs_1=_diff(r.weights("t2"), r.weights("t1")),
         keras_fit_global_clipnorm_2_replicas_vs_1=_diff(r.weights("fitclip2"), r.weights("t1")),
     )
@@ -145,8 +147,11 @@ def test_zero1_equals_unsharded_training_and_shards_the_state(runs, report):
         assert all(b == _sharded_bytes(r["sizes"], n) for b in per_device)
         assert per_device[0] < unsharded / n * 1.01
         report(
-            test="zero1", replicas=n, max_weight_diff_vs_one_device=_diff(r.weights(f"z{n}"), r.weights("t1")),
-            state_bytes_per_device=int(per_device[0]), state_bytes_unsharded=unsharded,
+            test="zero1",
+            replicas=n,
+            max_weight_diff_vs_one_device=_diff(r.weights(f"z{n}"), r.weights("t1")),
+            state_bytes_per_device=int(per_device[0]),
+            state_bytes_unsharded=unsharded,
             ratio=float(per_device[0] / unsharded),
         )
 
@@ -158,7 +163,8 @@ def test_zero1_checkpoint_resumes_on_another_device_count(runs, report):
     assert _diff(r.weights("z2resumed"), r.weights("z4")) < 1e-6
     assert _diff(r.weights("t1resumed"), r.weights("z4")) < 1e-6
     report(
-        test="zero1_resume_from_4_replicas", on_2_sharded=_diff(r.weights("z2resumed"), r.weights("z4")),
+        test="zero1_resume_from_4_replicas",
+        on_2_sharded=_diff(r.weights("z2resumed"), r.weights("z4")),
         on_1_unsharded=_diff(r.weights("t1resumed"), r.weights("z4")),
     )
 

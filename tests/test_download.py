@@ -39,7 +39,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):
         self.server.requests.append(self.path)
         if self.path.startswith("/truncated/"):
-            path = self.translate_path(self.path[len("/truncated"):])
+            path = self.translate_path(self.path[len("/truncated") :])
             data = open(path, "rb").read()
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
@@ -118,12 +118,18 @@ def captured(monkeypatch):
 def test_every_registry_entry_resolves_to_its_architecture(checkpoint, captured):
     builder = getattr(keras_swinv2, f"SwinV2{checkpoint.variant.capitalize()}")
     with pytest.raises(_Built):
-        builder(weights=checkpoint.weights, window_size=checkpoint.window_size,
-                input_shape=(checkpoint.image_size, checkpoint.image_size, 3))
+        builder(
+            weights=checkpoint.weights,
+            window_size=checkpoint.window_size,
+            input_shape=(checkpoint.image_size, checkpoint.image_size, 3),
+        )
     config = captured[0]
     arch = VARIANTS[checkpoint.variant]
     assert (config["embed_dim"], config["depths"], config["num_heads"]) == (
-        arch["embed_dim"], arch["depths"], arch["num_heads"])
+        arch["embed_dim"],
+        arch["depths"],
+        arch["num_heads"],
+    )
     assert config["window_size"] == checkpoint.window_size
     assert config["image_shape"] == (checkpoint.image_size, checkpoint.image_size, 3)
     assert config["pretrained_window_sizes"] == checkpoint.pretrained_window_sizes
@@ -136,7 +142,10 @@ def test_defaults_and_transfer_geometry(captured):
     with pytest.raises(_Built):
         keras_swinv2.SwinV2Base(weights="imagenet22k")
     assert (captured[-1]["image_shape"], captured[-1]["window_size"], captured[-1]["classes"]) == (
-        (192, 192, 3), 12, 21841)
+        (192, 192, 3),
+        12,
+        21841,
+    )
     # fine-tuning geometry: the CPB keeps the 22k training windows
     with pytest.raises(_Built):
         keras_swinv2.SwinV2Base(weights="imagenet22k", input_shape=(256, 256, 3), window_size=16, classes=10)
@@ -178,16 +187,21 @@ def _assert_matches(model, images, expected):
 def test_timm_download_then_offline_cache_hit(env, server, tiny_w8):
     reference, images, expected = tiny_w8
     checkpoint = CHECKPOINTS["swinv2_tiny_window8_256"]
-    published = _publish(server, f"{checkpoint.timm_id}/resolve/main/model.safetensors",
-                         hf_to_pytorch_layout(state_dict_numpy(reference), "timm"))
+    published = _publish(
+        server,
+        f"{checkpoint.timm_id}/resolve/main/model.safetensors",
+        hf_to_pytorch_layout(state_dict_numpy(reference), "timm"),
+    )
     before = len(server.requests)
     model = keras_swinv2.SwinV2Tiny(weights="imagenet1k", classifier_activation=None)
     assert len(server.requests) == before + 1
     _assert_matches(model, images, expected)
     record = json.loads((env / "converted" / "swinv2_tiny_window8_256.json").read_text())
     assert record["source"] == "timm" and record["sha256"] == sha256_file(published)
-    assert _cache_files(env) == ["converted/swinv2_tiny_window8_256.json",
-                                 "converted/swinv2_tiny_window8_256.safetensors"]
+    assert _cache_files(env) == [
+        "converted/swinv2_tiny_window8_256.json",
+        "converted/swinv2_tiny_window8_256.safetensors",
+    ]
 
     os.environ["KERAS_SWINV2_BASE_URL"] = _free_port_url()  # offline now
     again = keras_swinv2.SwinV2Tiny(weights="imagenet1k", classifier_activation=None)
@@ -208,8 +222,11 @@ def test_official_pth_source(env, server, monkeypatch):
 def test_transfer_to_other_classes_window_and_no_top(env, server, tiny_w8):
     reference, images, expected = tiny_w8
     checkpoint = CHECKPOINTS["swinv2_tiny_window8_256"]
-    _publish(server, f"{checkpoint.timm_id}/resolve/main/model.safetensors",
-             hf_to_pytorch_layout(state_dict_numpy(reference), "timm"))
+    _publish(
+        server,
+        f"{checkpoint.timm_id}/resolve/main/model.safetensors",
+        hf_to_pytorch_layout(state_dict_numpy(reference), "timm"),
+    )
     with pytest.warns(UserWarning, match=r"1000 classes and model 'swinv2_tiny' has 10"):
         model = keras_swinv2.SwinV2Tiny(weights="imagenet1k", classes=10, classifier_activation=None)
     _, stages = keras_outputs(model, images)
@@ -234,8 +251,10 @@ def test_transfer_to_other_classes_window_and_no_top(env, server, tiny_w8):
 @pytest.fixture(scope="module")
 def small_state():
     rng = np.random.default_rng(0)
-    return {"patch_embed.proj.weight": rng.normal(size=(8, 3, 4, 4)).astype("float32"),
-            "layers.1.downsample.reduction.weight": rng.normal(size=(16, 32)).astype("float32")}
+    return {
+        "patch_embed.proj.weight": rng.normal(size=(8, 3, 4, 4)).astype("float32"),
+        "layers.1.downsample.reduction.weight": rng.normal(size=(16, 32)).astype("float32"),
+    }
 
 
 def _fake(name, **changes):
@@ -249,8 +268,9 @@ def test_hash_mismatch_leaves_nothing(env, server, small_state):
     with pytest.raises(OSError, match=r"hash does not match"):
         fetch_checkpoint(checkpoint)
     assert _cache_files(env) == []
-    good = dataclasses.replace(checkpoint, sha256={"timm": sha256_file(
-        server.root / checkpoint.timm_id / "resolve/main/model.safetensors")})
+    good = dataclasses.replace(
+        checkpoint, sha256={"timm": sha256_file(server.root / checkpoint.timm_id / "resolve/main/model.safetensors")}
+    )
     state = fetch_checkpoint(good)
     np.testing.assert_array_equal(state["patch_embed.proj.weight"], small_state["patch_embed.proj.weight"])
 
@@ -312,8 +332,11 @@ def test_predict_command_prints_named_top5(env, server, tiny_w8, tmp_path, capsy
 
     reference, _, _ = tiny_w8
     checkpoint = CHECKPOINTS["swinv2_tiny_window8_256"]
-    _publish(server, f"{checkpoint.timm_id}/resolve/main/model.safetensors",
-             hf_to_pytorch_layout(state_dict_numpy(reference), "timm"))
+    _publish(
+        server,
+        f"{checkpoint.timm_id}/resolve/main/model.safetensors",
+        hf_to_pytorch_layout(state_dict_numpy(reference), "timm"),
+    )
     paths = []
     for i, size in enumerate([(300, 400), (500, 260)]):
         pixels = np.random.default_rng(i).integers(0, 256, size=size + (3,), dtype=np.uint8)
@@ -321,7 +344,7 @@ def test_predict_command_prints_named_top5(env, server, tiny_w8, tmp_path, capsy
         Image.fromarray(pixels).save(paths[-1])
     assert main(["predict", *paths, "--model", "tiny", "--weights", "imagenet1k"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    lines = lines[lines.index(f"{paths[0]}:"):]
+    lines = lines[lines.index(f"{paths[0]}:") :]
     assert lines[0] == f"{paths[0]}:" and lines[6] == f"{paths[1]}:"
     scores = [float(line.split("%")[0].split(".", 1)[1]) for line in lines[1:6]]
     assert scores == sorted(scores, reverse=True)

@@ -22,7 +22,10 @@ ARCH = dict(embed_dim=16, depths=(2, 2), num_heads=(2, 4))
         (dict(embed_dim=16, depths=(2, 2), num_heads=(3, 4), window_size=4), r"Stage 1 has 16 channels.*3 heads"),
         (dict(embed_dim=16, depths=(2, 2), num_heads=(2, 5), window_size=4), r"Stage 2 has 32 channels.*5 heads"),
         (dict(ARCH, window_size=4, pretrained_window_sizes=(8,)), r"needs 2 entries.*got \(8,\)"),
-        (dict(ARCH, window_size=4, input_shape=(32, 32)), r"image_shape must be \(height, width, channels\); got \(32, 32\)"),
+        (
+            dict(ARCH, window_size=4, input_shape=(32, 32)),
+            r"image_shape must be \(height, width, channels\); got \(32, 32\)",
+        ),
         (
             dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), window_size=4, input_shape=(16, 16, 3)),
             r"16x16 px is too small for 4 stages.*at least 32 px",
@@ -49,7 +52,9 @@ def test_unknown_variant():
 
 def test_wrong_input_channels_at_call():
     model = build(**SMALL, input_shape=(None, None, 3), classes=5)
-    with pytest.raises(ValueError, match=r"expects images of shape \(batch, height, width, 3\); got shape \(1, 32, 32, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"expects images of shape \(batch, height, width, 3\); got shape \(1, 32, 32, 1\)"
+    ):
         model(np.zeros((1, 32, 32, 1), "float32"))
 
 

@@ -142,7 +142,10 @@ def test_not_2d(shape):
 
 @pytest.mark.parametrize("classes", [10, 1001, 21843])
 def test_unsupported_class_count(classes):
-    with pytest.raises(ValueError, match=rf"'imagenet1k' \(1000 classes\).*'imagenet22k' \(21841 classes\).*got shape \(2, {classes}\) \({classes} classes\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"'imagenet1k' \(1000 classes\).*'imagenet22k' \(21841 classes\).*got shape \(2, {classes}\) \({classes} classes\)",
+    ):
         decode_predictions(np.zeros((2, classes)))
 
 

@@ -59,9 +59,7 @@ def test_sequential_attention_inference_is_identical(chunk):
     x, _ = _data(batch=3)
     # 4 windows in stage 1: chunk 3 falls back to the largest divisor, 2
     assert chunked.backbone.get_layer("stage_0").blocks[0].chunk == (1 if chunk == 1 else 2)
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(chunked(x)), keras.ops.convert_to_numpy(plain(x)), atol=1e-6
-    )
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(chunked(x)), keras.ops.convert_to_numpy(plain(x)), atol=1e-6)
 
 
 def test_options_serialise():
@@ -91,8 +89,15 @@ def test_checkpointing_shrinks_compiled_training_step(report):
     """
     import jax
 
-    config = dict(embed_dim=32, depths=(2, 4), num_heads=(2, 4), window_size=8, input_shape=(128, 128, 3),
-                  classes=10, drop_path_rate=0.1)
+    config = dict(
+        embed_dim=32,
+        depths=(2, 4),
+        num_heads=(2, 4),
+        window_size=8,
+        input_shape=(128, 128, 3),
+        classes=10,
+        drop_path_rate=0.1,
+    )
     x = np.zeros((4, 128, 128, 3), "float32")
     y = np.zeros((4,), "int32")
     loss_fn = keras.losses.SparseCategoricalCrossentropy()

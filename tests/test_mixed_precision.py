@@ -80,8 +80,14 @@ def _train(policy, epochs, samples, depths, batch=32):
     keras.utils.set_random_seed(0)
     x, y = _digits(16)
     model = build(
-        embed_dim=16, depths=depths, num_heads=(2, 4), window_size=4, input_shape=(16, 16, 3),
-        classes=10, drop_path_rate=0.1, dtype=policy,
+        embed_dim=16,
+        depths=depths,
+        num_heads=(2, 4),
+        window_size=4,
+        input_shape=(16, 16, 3),
+        classes=10,
+        drop_path_rate=0.1,
+        dtype=policy,
     )
     model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="sparse_categorical_crossentropy")
     batch_losses = []

@@ -96,8 +96,11 @@ def test_compiled_training_matches_eager():
     weights = {}
     for jit in (False, True):
         model = small_model(drop_path_rate=0.0)
-        model.compile(optimizer=keras.optimizers.SGD(0.1),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.1),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=jit,
+        )
         for _ in range(2):
             model.train_on_batch(x, y)
         weights[jit] = [numpy(w) for w in model.trainable_weights]
@@ -121,9 +124,7 @@ def test_dynamic_input_shape_accepts_any_size():
 def test_tf_graph_with_unknown_spatial_dims():
     import tensorflow as tf
 
-    model = randomize_weights(
-        build(**SMALL, input_shape=(None, None, 3), classes=5, classifier_activation=None)
-    )
+    model = randomize_weights(build(**SMALL, input_shape=(None, None, 3), classes=5, classifier_activation=None))
     fn = tf.function(
         lambda t: model(t, training=False), input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)]
     )
@@ -190,9 +191,7 @@ def test_huge_giant_configs():
 
 
 def test_fit_with_stochastic_depth():
-    model = build(
-        **SMALL, input_shape=(32, 32, 3), classes=3, drop_path_rate=0.3, classifier_activation=None
-    )
+    model = build(**SMALL, input_shape=(32, 32, 3), classes=3, drop_path_rate=0.3, classifier_activation=None)
     model.compile(optimizer="adamw", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x = images((8, 32, 32, 3))
     y = np.arange(8) % 3
@@ -210,8 +209,14 @@ def test_stage_geometry_is_what_the_model_builds(size):
     """One rule for every caller: sides round up (at 200 px stage 4 is 7 wide, not 6)."""
     from keras_swinv2.layers import stage_geometry
 
-    backbone = build(embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 1, 1, 1), window_size=7,
-                     input_shape=(size, size, 3), include_top=False)
+    backbone = build(
+        embed_dim=8,
+        depths=(2, 2, 2, 2),
+        num_heads=(1, 1, 1, 1),
+        window_size=7,
+        input_shape=(size, size, 3),
+        include_top=False,
+    )
     geometry = stage_geometry(size, 7)
     built = [(tuple(s.output.shape[1:3]), s.blocks[1].window, s.blocks[1].shift) for s in backbone.stages]
     assert built == geometry
@@ -227,8 +232,7 @@ def test_builders_and_constructors_reject_unknown_keywords():
     with pytest.raises(TypeError, match="'classes'"):
         keras_swinv2.SwinV2Backbone(**SMALL, image_shape=(32, 32, 3), classes=3)
     with pytest.raises(TypeError, match="'in_channels'"):
-        keras_swinv2.SwinV2ImageClassifier(build(**SMALL, input_shape=(32, 32, 3), include_top=False), 3,
-                                           in_channels=3)
+        keras_swinv2.SwinV2ImageClassifier(build(**SMALL, input_shape=(32, 32, 3), include_top=False), 3, in_channels=3)
 
 
 def test_bad_arguments_name_the_argument():
@@ -272,8 +276,9 @@ def test_from_preset_with_a_variant_and_a_file(tmp_path):
     backbone = keras_swinv2.SwinV2Backbone.from_preset("swinv2_tiny", input_shape=(64, 64, 3), window_size=4)
     assert isinstance(backbone, keras_swinv2.SwinV2Backbone) and backbone.embed_dim == 96
     assert backbone.image_shape == (64, 64, 3) and backbone.window_size == 4
-    classifier = keras_swinv2.SwinV2ImageClassifier.from_preset("tiny", input_shape=(64, 64, 3), window_size=4,
-                                                                num_classes=3)
+    classifier = keras_swinv2.SwinV2ImageClassifier.from_preset(
+        "tiny", input_shape=(64, 64, 3), window_size=4, num_classes=3
+    )
     assert classifier.num_classes == 3 and classifier.backbone.depths == (2, 2, 6, 2)
     model = small_model()
     model.save(tmp_path / "m.keras")

@@ -131,8 +131,13 @@ def test_gradients_match_hf(report):
     images = np.random.default_rng(3).normal(size=(2, 64, 64, 3)).astype("float32")
     weights = np.random.default_rng(4).normal(size=(2, 10)).astype("float32")
     kwargs = dict(
-        **arch, window_size=8, pretrained_window_sizes=(4, 4), input_shape=(64, 64, 3), classes=10,
-        classifier_activation=None, drop_path_rate=0.0,
+        **arch,
+        window_size=8,
+        pretrained_window_sizes=(4, 4),
+        input_shape=(64, 64, 3),
+        classes=10,
+        classifier_activation=None,
+        drop_path_rate=0.0,
     )
     model, from_hf = build(**kwargs), build(**kwargs)
     load_state_dict(model, state_dict_numpy(reference))

@@ -84,7 +84,10 @@ def test_tfds_catalog_dataset_prepared_locally(tmp_path):
             return tfds.core.DatasetInfo(
                 builder=self,
                 features=tfds.features.FeaturesDict(
-                    {"image": tfds.features.Image(shape=(12, 10, 3)), "label": tfds.features.ClassLabel(names=["tl", "br"])}
+                    {
+                        "image": tfds.features.Image(shape=(12, 10, 3)),
+                        "label": tfds.features.ClassLabel(names=["tl", "br"]),
+                    }
                 ),
                 supervised_keys=("image", "label"),
             )
@@ -117,7 +120,9 @@ def test_training_stream_is_a_function_of_seed_and_epoch(digits):
     aug = pipeline.Augmentation(crop_scale=(0.5, 1.0), erasing=0.5, mixup=0.8, cutmix=1.0)
     steps = pipeline.steps_per_epoch(digits, 128)
     full = [(x.numpy(), y.numpy()) for x, y in pipeline.training_stream(digits, 16, 128, 3, seed=7, augmentation=aug)]
-    tail = [(x.numpy(), y.numpy()) for x, y in pipeline.training_stream(digits, 16, 128, 3, 2, seed=7, augmentation=aug)]
+    tail = [
+        (x.numpy(), y.numpy()) for x, y in pipeline.training_stream(digits, 16, 128, 3, 2, seed=7, augmentation=aug)
+    ]
     assert len(full) == 3 * steps == 33 and len(tail) == steps
     assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(full[2 * steps :], tail))
     assert not np.array_equal(full[0][0], full[steps][0])  # epochs differ

@@ -46,6 +46,4 @@ def test_preprocess_input_uses_imagenet_statistics():
     x = np.stack([np.full((2, 2, 3), v, np.float32) for v in (0.0, 255.0)])
     out = keras.ops.convert_to_numpy(preprocess_input(x))
     np.testing.assert_allclose(out[0, 0, 0], -np.array(IMAGENET_MEAN) / np.array(IMAGENET_STD), rtol=1e-6)
-    np.testing.assert_allclose(
-        out[1, 1, 1], (255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD), rtol=1e-6
-    )
+    np.testing.assert_allclose(out[1, 1, 1], (255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD), rtol=1e-6)

@@ -143,9 +143,7 @@ def test_add_masks_is_reproducible_per_element():
     np.testing.assert_array_equal(first, masks_of(ds))  # second pass: same masks
     np.testing.assert_array_equal(first, masks_of(pipeline(7)))  # re-created: same masks
     assert not np.array_equal(first, masks_of(pipeline(8)))
-    np.testing.assert_array_equal(
-        np.stack([to_numpy(e["images"]) for e in ds]), images
-    )
+    np.testing.assert_array_equal(np.stack([to_numpy(e["images"]) for e in ds]), images)
 
     fresh = pipeline(7, new_masks_each_epoch=True)
     epoch1, epoch2 = masks_of(fresh), masks_of(fresh)
@@ -345,9 +343,7 @@ def test_fit_reduces_the_masked_loss(trained, report):
 
 def test_fit_trains_the_encoder_in_place(trained):
     model = trained["model"]
-    changed = {
-        w.path for w in model.weights if not np.array_equal(to_numpy(w), trained["before"][w.path])
-    }
+    changed = {w.path for w in model.weights if not np.array_equal(to_numpy(w), trained["before"][w.path])}
     for layer in ("patch_embed", "stage_0", "stage_1", "norm"):
         assert any(p.startswith(layer + "/") for p in changed), f"{layer} was not trained"
     assert any("mask_token" in p for p in changed) and any(p.startswith("decoder/") for p in changed)
@@ -373,9 +369,7 @@ def test_copy_encoder_weights_into_a_classifier(trained):
     # the classifier now computes the pre-trained features
     images = synthetic_images(2, seed=9)
     backbone = classifier.backbone
-    np.testing.assert_allclose(
-        to_numpy(backbone(images)), to_numpy(model.encoder(images)), atol=1e-6
-    )
+    np.testing.assert_allclose(to_numpy(backbone(images)), to_numpy(model.encoder(images)), atol=1e-6)
 
     more_heads = build(**dict(ARCH, num_heads=(4, 4)), depths=(1, 1), input_shape=(SIZE, SIZE, 3), classes=3)
     expected = r"expected stage_0/blocks_0/attn/logit_scale \(2, 1, 1\).*got \S+ \(4, 1, 1\)"
@@ -398,9 +392,7 @@ def test_save_and_load_round_trip(trained):
     assert isinstance(loaded, SwinV2SimMIM) and isinstance(loaded.encoder, keras_swinv2.SwinV2Backbone)
     assert loaded.encoder_stride == model.encoder_stride
     batch = {k: to_numpy(v)[:2] for k, v in next(iter(trained["dataset"])).items()}
-    np.testing.assert_array_equal(
-        to_numpy(loaded(batch, training=False)), to_numpy(model(batch, training=False))
-    )
+    np.testing.assert_array_equal(to_numpy(loaded(batch, training=False)), to_numpy(model(batch, training=False)))
     # the loaded encoder alone is a normal backbone with the trained weights
     for a, b in zip(model.encoder.weights, loaded.encoder.weights):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
@@ -411,8 +403,16 @@ def test_copy_weights_to_a_larger_window_resizes_v1_tables_and_keeps_the_head():
     head copied on request; the CPB variant transfers unchanged."""
     from keras_swinv2.layers import resize_relative_position_table
 
-    arch = dict(embed_dim=8, depths=(1, 1), num_heads=(2, 4), classes=3, attention="dot", norm_position="pre",
-                position_bias="table", drop_path_rate=0.0)
+    arch = dict(
+        embed_dim=8,
+        depths=(1, 1),
+        num_heads=(2, 4),
+        classes=3,
+        attention="dot",
+        norm_position="pre",
+        position_bias="table",
+        drop_path_rate=0.0,
+    )
     small = build(**arch, window_size=4, input_shape=(32, 32, 3))
     for v in small.weights:
         v.assign(np.random.default_rng(0).standard_normal(v.shape).astype("float32"))
@@ -421,10 +421,13 @@ def test_copy_weights_to_a_larger_window_resizes_v1_tables_and_keeps_the_head():
     table = "stage_0/blocks_0/attn/relative_position_bias/relative_position_bias_table"
     src, dst = ({v.path: v for v in m.weights}[table] for m in (small, big))
     assert tuple(src.shape) == (49, 2) and tuple(dst.shape) == (225, 2)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(dst),
-                               resize_relative_position_table(keras.ops.convert_to_numpy(src), 4, 8), atol=1e-6)
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(big.head.kernel),
-                                  keras.ops.convert_to_numpy(small.head.kernel))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(dst),
+        resize_relative_position_table(keras.ops.convert_to_numpy(src), 4, 8),
+        atol=1e-6,
+    )
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(big.head.kernel), keras.ops.convert_to_numpy(small.head.kernel)
+    )
     with pytest.raises(ValueError, match="same number of classes"):
-        copy_encoder_weights(small, build(**{**arch, "classes": 5}, window_size=8, input_shape=(64, 64, 3)),
-                             head=True)
+        copy_encoder_weights(small, build(**{**arch, "classes": 5}, window_size=8, input_shape=(64, 64, 3)), head=True)

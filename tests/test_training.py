@@ -22,7 +22,9 @@ from keras_swinv2.training import (
 
 
 def tiny(classes=5, **kwargs):
-    config = dict(embed_dim=16, depths=(1, 2), num_heads=(2, 4), window_size=2, input_shape=(16, 16, 3), classes=classes)
+    config = dict(
+        embed_dim=16, depths=(1, 2), num_heads=(2, 4), window_size=2, input_shape=(16, 16, 3), classes=classes
+    )
     config.update(kwargs)
     return build(**config)
 
@@ -61,9 +63,15 @@ def test_layer_ids_follow_the_official_numbering(model):
 
 def test_schedule_warmup_then_cosine_or_linear():
     for decay in ("cosine", "linear"):
-        s = WarmupDecay(1e-3, total_steps=110, warmup_steps=10, decay=decay, min_learning_rate=1e-5, warmup_learning_rate=1e-6)
+        s = WarmupDecay(
+            1e-3, total_steps=110, warmup_steps=10, decay=decay, min_learning_rate=1e-5, warmup_learning_rate=1e-6
+        )
         lr = np.array([float(keras.ops.convert_to_numpy(s(i))) for i in range(0, 121)])
-        np.testing.assert_allclose(lr[[0, 5, 10, 60, 110, 120]], [1e-6, 1e-6 + 0.5 * (1e-3 - 1e-6), 1e-3, (1e-3 + 1e-5) / 2, 1e-5, 1e-5], rtol=1e-5)
+        np.testing.assert_allclose(
+            lr[[0, 5, 10, 60, 110, 120]],
+            [1e-6, 1e-6 + 0.5 * (1e-3 - 1e-6), 1e-3, (1e-3 + 1e-5) / 2, 1e-5, 1e-5],
+            rtol=1e-5,
+        )
         assert np.all(np.diff(lr[:11]) > 0) and np.all(np.diff(lr[10:111]) < 0)
         if decay == "cosine":  # a half cosine: slow start, fast middle
             assert lr[35] > (1e-3 + 1e-5) / 2 + 0.25 * (1e-3 - 1e-5) * 0.5
@@ -144,9 +152,15 @@ def test_frozen_stages_and_bad_modes():
 def test_tiny_swinv2_learns_digits(tmp_path, report):
     """The offline dataset: a tiny SwinV2 trained from scratch reaches >= 85% validation accuracy."""
     config = FinetuneConfig(
-        data="digits", model="tiny", image_size=32, window_size=4,
+        data="digits",
+        model="tiny",
+        image_size=32,
+        window_size=4,
         architecture={"embed_dim": 24, "depths": (1, 1, 1), "num_heads": (2, 4, 8)},
-        epochs=5, batch_size=32, learning_rate=2e-3, drop_path_rate=0.0,
+        epochs=5,
+        batch_size=32,
+        learning_rate=2e-3,
+        drop_path_rate=0.0,
         augmentation={"crop_scale": (0.6, 1.0), "flip": False, "erasing": None, "mixup": None, "cutmix": None},
     )
     _, data, history = finetune(config, str(tmp_path), verbose=0)

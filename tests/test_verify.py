@@ -76,9 +76,13 @@ def hf_to_layout(hf_state, layout, size=SIZE, window=WINDOW):
             out[o + "attn.logit_scale"] = sd[s + "logit_scale"]
             for n in ("0.weight", "0.bias", "2.weight"):
                 out[o + "attn.cpb_mlp." + n] = sd[s + "continuous_position_bias_mlp." + n]
-            for src, dst in (("attention.output.dense", "attn.proj"), ("intermediate.dense", "mlp.fc1"),
-                             ("output.dense", "mlp.fc2"), ("layernorm_before", "norm1"),
-                             ("layernorm_after", "norm2")):
+            for src, dst in (
+                ("attention.output.dense", "attn.proj"),
+                ("intermediate.dense", "mlp.fc1"),
+                ("output.dense", "mlp.fc2"),
+                ("layernorm_before", "norm1"),
+                ("layernorm_after", "norm2"),
+            ):
                 out[o + dst + ".weight"] = sd[h + src + ".weight"]
                 out[o + dst + ".bias"] = sd[h + src + ".bias"]
             if layout == "official":
@@ -113,7 +117,7 @@ def ckpts(tmp_path_factory):
     """SwinV2 checkpoints (timm, HF, HF headless, official) and a Swin V1 one (HF layout)."""
     d = tmp_path_factory.mktemp("ckpts")
     v2 = state_dict_numpy(hf_swinv2(SIZE, window_size=WINDOW, num_labels=CLASSES, seed=0, **ARCH))
-    backbone = {k[len("swinv2."):]: v for k, v in v2.items() if k.startswith("swinv2.")}
+    backbone = {k[len("swinv2.") :]: v for k, v in v2.items() if k.startswith("swinv2.")}
     v1 = state_dict_numpy(hf_swin_v1(V1_SIZE, window_size=WINDOW, num_labels=CLASSES, seed=1, **V1_ARCH))
     return dict(
         timm=save(hf_to_layout(v2, "timm"), d / "timm.safetensors"),
@@ -143,7 +147,10 @@ def test_convert_writes_a_classifier_or_a_backbone(convert, ckpts, converted, ca
     assert model.head.units == CLASSES and model.activation == "softmax"
     backbone = model.backbone
     assert (backbone.window_size, backbone.image_shape, backbone.pretrained_window_sizes) == (
-        WINDOW, (SIZE, SIZE, 3), (0, 0, 0, 0))
+        WINDOW,
+        (SIZE, SIZE, 3),
+        (0, 0, 0, 0),
+    )
     assert (backbone.embed_dim, backbone.depths, backbone.num_heads) == tuple(ARCH.values())
     assert (backbone.options.norm_position, backbone.patch_merging) == ("post", "v2")
 
@@ -275,7 +282,9 @@ def test_canonical_to_hf_inverts_from_hf(verify, ckpts):
     hf = read_state_dict(ckpts["hf"])
     canonical = to_canonical(read_state_dict(ckpts["timm"]))
     mapped = verify.canonical_to_hf(canonical, prefix="swinv2.")
-    assert sorted(mapped) == sorted(k for k in hf if not k.endswith(("relative_coords_table", "relative_position_index")))
+    assert sorted(mapped) == sorted(
+        k for k in hf if not k.endswith(("relative_coords_table", "relative_position_index"))
+    )
     for key, value in mapped.items():
         np.testing.assert_array_equal(value, hf[key])
     back = from_hf(mapped)

@@ -53,7 +53,10 @@ def _reference(model, backbone, size=SIZE):
         hidden = backbone(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).last_hidden_state.numpy()
     side = size // 2 ** (len(stages) + 1)
     return types.SimpleNamespace(
-        hf=state_dict_numpy(model), images=images, logits=logits, stages=stages,
+        hf=state_dict_numpy(model),
+        images=images,
+        logits=logits,
+        stages=stages,
         features=hidden.reshape(BATCH, side, side, -1),
     )
 
@@ -221,13 +224,30 @@ def test_detect_layout_unknown_raises(state, tmp_path):
 
 
 V2_EXPECTED = dict(
-    embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), patch_size=4, in_channels=3,
-    mlp_ratio=4.0, qkv_bias=True, key_bias=False, attention="cosine", norm_position="post",
-    position_bias="log_cpb", patch_merging="v2", extra_norm_period=0, num_classes=CLASSES,
+    embed_dim=16,
+    depths=(2, 2, 2, 2),
+    num_heads=(1, 2, 4, 8),
+    patch_size=4,
+    in_channels=3,
+    mlp_ratio=4.0,
+    qkv_bias=True,
+    key_bias=False,
+    attention="cosine",
+    norm_position="post",
+    position_bias="log_cpb",
+    patch_merging="v2",
+    extra_norm_period=0,
+    num_classes=CLASSES,
 )
 V1_EXPECTED = dict(
-    V2_EXPECTED, depths=V1_ARCH["depths"], num_heads=V1_ARCH["num_heads"],
-    key_bias=True, attention="dot", norm_position="pre", position_bias="table", patch_merging="v1",
+    V2_EXPECTED,
+    depths=V1_ARCH["depths"],
+    num_heads=V1_ARCH["num_heads"],
+    key_bias=True,
+    attention="dot",
+    norm_position="pre",
+    position_bias="table",
+    patch_merging="v1",
     window_size=WINDOW,
 )
 
@@ -344,7 +364,9 @@ def test_head_missing_for_model_with_top_warns_and_keeps_head(v2):
         assert max_abs_diff(ours, theirs) <= TOL
 
 
-@pytest.mark.parametrize("name", ["absent.safetensors", "absent.pth", "absent.npz", "absent.weights.h5", "absent.keras"])
+@pytest.mark.parametrize(
+    "name", ["absent.safetensors", "absent.pth", "absent.npz", "absent.weights.h5", "absent.keras"]
+)
 def test_missing_file_raises_file_not_found(name, tmp_path):
     with pytest.raises(FileNotFoundError):
         load_weights(cached_model(), tmp_path / name)
@@ -502,8 +524,23 @@ def test_convert_hf_to_weights_h5_without_top(convert, v2, tmp_path):
     src = save_checkpoint(v2.hf, tmp_path / "model.safetensors")
     dst = tmp_path / "backbone.weights.h5"
     dst.write_bytes(b"old contents, replaced atomically")
-    argv = [str(src), str(dst), "--layout", "hf", "--window-size", "4", "--input-size", "64", "64",
-            "--pretrained-window-sizes", "0", "0", "0", "0", "--no-top"]
+    argv = [
+        str(src),
+        str(dst),
+        "--layout",
+        "hf",
+        "--window-size",
+        "4",
+        "--input-size",
+        "64",
+        "64",
+        "--pretrained-window-sizes",
+        "0",
+        "0",
+        "0",
+        "0",
+        "--no-top",
+    ]
     assert convert.main(argv) == 0
     model = cached_model(include_top=False)
     load_weights(model, dst)
@@ -514,20 +551,28 @@ def test_convert_reads_geometry_from_official_buffers(convert, tmp_path, capsys)
     """Official checkpoints carry the window, the CPB's pretrained windows and the image size
     in their derived buffers; with no flags the converter recovers all three."""
     pretrained = (3, 3, 3, 2)
-    reference = hf_swinv2(SIZE, window_size=WINDOW, pretrained_window_sizes=pretrained, num_labels=CLASSES,
-                          seed=3, **ARCH)
+    reference = hf_swinv2(
+        SIZE, window_size=WINDOW, pretrained_window_sizes=pretrained, num_labels=CLASSES, seed=3, **ARCH
+    )
     ref = _reference(reference, reference.swinv2)
     state = hf_to_pytorch_layout(ref.hf, "official", buffers="real", pretrained_window_sizes=pretrained)
     assert convert.infer_geometry(state) == {
-        "window_size": WINDOW, "pretrained_window_sizes": pretrained, "input_size": (SIZE, SIZE),
+        "window_size": WINDOW,
+        "pretrained_window_sizes": pretrained,
+        "input_size": (SIZE, SIZE),
     }
     dst = tmp_path / "model.keras"
-    convert.main([str(save_checkpoint(state, tmp_path / "ckpt.safetensors")), str(dst),
-                  "--classifier-activation", "none"])
+    convert.main(
+        [str(save_checkpoint(state, tmp_path / "ckpt.safetensors")), str(dst), "--classifier-activation", "none"]
+    )
     captured = capsys.readouterr()
     assert "derived buffers" in captured.out and "warning" not in captured.err
     model = keras.saving.load_model(str(dst))
-    assert (model.backbone.window_size, model.backbone.pretrained_window_sizes, model.backbone.image_shape) == (WINDOW, pretrained, (SIZE, SIZE, 3))
+    assert (model.backbone.window_size, model.backbone.pretrained_window_sizes, model.backbone.image_shape) == (
+        WINDOW,
+        pretrained,
+        (SIZE, SIZE, 3),
+    )
     assert_matches(model, ref)
 
 

@@ -66,8 +66,13 @@ def test_optimizer_state_split_across_devices(runs, run, report):
     state = getattr(runs, run)["state"]
     devices, total = state["devices"], state["total_bytes"]
     held = state["bytes_per_device"]
-    report(test="zero1_jax_bytes", devices=devices, total_bytes=total, bytes_per_device=held,
-           sharded_fraction=state["sharded_fraction"])
+    report(
+        test="zero1_jax_bytes",
+        devices=devices,
+        total_bytes=total,
+        bytes_per_device=held,
+        sharded_fraction=state["sharded_fraction"],
+    )
     assert len(held) == devices
     assert set(held.values()) == {state["expected_per_device"]}
     assert state["slots_evenly_sharded"]

@@ -33,6 +33,8 @@ CLASSES = 8
 def swinv2(dtype=None, **config):
     backbone = keras_swinv2.SwinV2Backbone(**config, dtype=dtype)
     return keras_swinv2.SwinV2ImageClassifier(backbone, CLASSES, activation="softmax")
+
+
 BATCH, STEPS, CLIP = 8, 3, 0.05  # CLIP is below the global gradient norm: clipping acts
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

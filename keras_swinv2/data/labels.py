@@ -151,7 +151,4 @@ def decode_predictions(preds, top=5, label_set=None):
     top = min(int(top), num_classes)
     # Stable sort on the negated scores: highest first, ties by class index; NaN last.
     order = np.argsort(-array.astype(np.float64), axis=1, kind="stable")[:, :top]
-    return [
-        [classes[i] + (float(row[i]),) for i in indices]
-        for row, indices in zip(array, order)
-    ]
+    return [[classes[i] + (float(row[i]),) for i in indices] for row, indices in zip(array, order)]

@@ -180,7 +180,9 @@ def tfds_dataset(name, data_dir=None, validation_split=None):
     def count(split):
         return int(info.splits[split].num_examples)
 
-    return ImageData(load(train_split), load(validation_split), list(label.names), count(train_split), count(validation_split))
+    return ImageData(
+        load(train_split), load(validation_split), list(label.names), count(train_split), count(validation_split)
+    )
 
 
 def load_data(spec, data_dir=None, validation_fraction=0.2, seed=0):
@@ -313,9 +315,7 @@ def training_stream(data, image_size, batch_size, epochs, initial_epoch=0, seed=
         if aug.randaugment:
             layers.append(keras.layers.RandAugment(value_range=(0, 255), factor=aug.randaugment, seed=epoch_seed))
         if aug.erasing:
-            layers.append(
-                keras.layers.RandomErasing(factor=aug.erasing, value_range=(0, 255), seed=epoch_seed + 1)
-            )
+            layers.append(keras.layers.RandomErasing(factor=aug.erasing, value_range=(0, 255), seed=epoch_seed + 1))
         mixers = []
         if aug.mixup:
             mixers.append(keras.layers.MixUp(alpha=aug.mixup, seed=epoch_seed + 2))
@@ -336,7 +336,9 @@ def training_stream(data, image_size, batch_size, epochs, initial_epoch=0, seed=
             if mixers:
                 mixed = [m({"images": images, "labels": labels}, training=True) for m in mixers]
                 if len(mixed) == 2:
-                    pick = tf.random.stateless_uniform([], tf.stack([tf.constant(epoch_seed + 4, "int64"), batch_index]))
+                    pick = tf.random.stateless_uniform(
+                        [], tf.stack([tf.constant(epoch_seed + 4, "int64"), batch_index])
+                    )
                     images = tf.where(pick < 0.5, mixed[0]["images"], mixed[1]["images"])
                     labels = tf.where(pick < 0.5, mixed[0]["labels"], mixed[1]["labels"])
                 else:

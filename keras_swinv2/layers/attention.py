@@ -79,15 +79,11 @@ class WindowAttention(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         if dim % num_heads:
-            raise ValueError(
-                f"dim must be divisible by num_heads; got dim={dim}, num_heads={num_heads}."
-            )
+            raise ValueError(f"dim must be divisible by num_heads; got dim={dim}, num_heads={num_heads}.")
         if attention not in ATTENTION_TYPES:
             raise ValueError(f"attention must be one of {ATTENTION_TYPES}; got {attention!r}.")
         if position_bias not in POSITION_BIAS_TYPES:
-            raise ValueError(
-                f"position_bias must be one of {POSITION_BIAS_TYPES}; got {position_bias!r}."
-            )
+            raise ValueError(f"position_bias must be one of {POSITION_BIAS_TYPES}; got {position_bias!r}.")
         self.dim = dim
         self.num_heads = num_heads
         self.window_size = to_pair(window_size)
@@ -100,9 +96,7 @@ class WindowAttention(keras.layers.Layer):
         self.dropout_rate = dropout_rate
 
         init = keras.initializers.TruncatedNormal(stddev=0.02)
-        self.qkv = Linear(
-            3 * dim, use_bias=False, kernel_initializer=init, dtype=self.dtype_policy, name="qkv"
-        )
+        self.qkv = Linear(3 * dim, use_bias=False, kernel_initializer=init, dtype=self.dtype_policy, name="qkv")
         self.proj = Linear(dim, kernel_initializer=init, dtype=self.dtype_policy, name="proj")
         if position_bias == "table":
             self.bias_layer = RelativePositionBiasTable(

@@ -75,13 +75,9 @@ class BlockOptions:
         if self.attention not in ATTENTION_TYPES:
             raise ValueError(f"attention must be one of {ATTENTION_TYPES}; got {self.attention!r}.")
         if self.position_bias not in POSITION_BIAS_TYPES:
-            raise ValueError(
-                f"position_bias must be one of {POSITION_BIAS_TYPES}; got {self.position_bias!r}."
-            )
+            raise ValueError(f"position_bias must be one of {POSITION_BIAS_TYPES}; got {self.position_bias!r}.")
         if self.norm_position not in NORM_POSITIONS:
-            raise ValueError(
-                f"norm_position must be one of {NORM_POSITIONS}; got {self.norm_position!r}."
-            )
+            raise ValueError(f"norm_position must be one of {NORM_POSITIONS}; got {self.norm_position!r}.")
         if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)) or self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be a number > 0; got {self.mlp_ratio!r}.")
         _check_rate("dropout_rate", self.dropout_rate)
@@ -199,9 +195,7 @@ class Mlp(keras.layers.Layer):
         self.hidden_dim = hidden_dim
         self.dropout_rate = dropout_rate
         init = keras.initializers.TruncatedNormal(stddev=0.02)
-        self.fc1 = Linear(
-            hidden_dim, kernel_initializer=init, dtype=self.dtype_policy, name="fc1"
-        )
+        self.fc1 = Linear(hidden_dim, kernel_initializer=init, dtype=self.dtype_policy, name="fc1")
         self.fc2 = Linear(dim, kernel_initializer=init, dtype=self.dtype_policy, name="fc2")
         self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)
 
@@ -280,9 +274,7 @@ class SwinV2Block(keras.layers.Layer):
         if window_size < 1:
             raise ValueError(f"window_size must be >= 1; got {window_size}.")
         if not 0 <= shift_size < window_size:
-            raise ValueError(
-                f"shift_size must be in [0, window_size={window_size}); got {shift_size}."
-            )
+            raise ValueError(f"shift_size must be in [0, window_size={window_size}); got {shift_size}.")
         _check_rate("drop_path_rate", drop_path_rate)
         self.dim = dim
         self.num_heads = num_heads
@@ -301,9 +293,7 @@ class SwinV2Block(keras.layers.Layer):
             epsilon=LAYER_NORM_EPSILON, gamma_initializer=gamma, dtype=self.dtype_policy, name="norm2"
         )
         self.norm3 = (
-            keras.layers.LayerNormalization(
-                epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm3"
-            )
+            keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm3")
             if extra_norm
             else None
         )
@@ -323,18 +313,14 @@ class SwinV2Block(keras.layers.Layer):
     def build(self, input_shape):
         if len(input_shape) != 4 or input_shape[-1] != self.dim:
             raise ValueError(
-                f"SwinV2Block expects tokens of shape (batch, height, width, {self.dim}); "
-                f"got {tuple(input_shape)}."
+                f"SwinV2Block expects tokens of shape (batch, height, width, {self.dim}); got {tuple(input_shape)}."
             )
         options = self.options
-        self.window, self.shift = effective_window(
-            tuple(input_shape[1:3]), self.window_size, self.shift_size
-        )
+        self.window, self.shift = effective_window(tuple(input_shape[1:3]), self.window_size, self.shift_size)
         if options.attention_chunk_size:
             if None in tuple(input_shape[1:3]):
                 raise ValueError(
-                    "attention_chunk_size needs a static resolution; got input shape "
-                    f"{tuple(input_shape)}."
+                    f"attention_chunk_size needs a static resolution; got input shape {tuple(input_shape)}."
                 )
             rows, cols = (-(-side // self.window) for side in input_shape[1:3])
             self.chunk = largest_divisor(rows * cols, options.attention_chunk_size)
@@ -391,9 +377,7 @@ class SwinV2Block(keras.layers.Layer):
             out = backend.map_sequentially(lambda c: self.attn(c, bias=bias, training=training), chunks)
         else:
             out = backend.map_sequentially(
-                lambda args: self.attn(
-                    args[0], attention_mask=region_mask(args[1]), bias=bias, training=training
-                ),
+                lambda args: self.attn(args[0], attention_mask=region_mask(args[1]), bias=bias, training=training),
                 (chunks, ops.reshape(regions, (steps, self.chunk, n))),
             )
         out = ops.transpose(ops.reshape(out, (steps, -1, self.chunk, n, self.dim)), (1, 0, 2, 3, 4))

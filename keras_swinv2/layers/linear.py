@@ -32,6 +32,4 @@ class Linear(keras.layers.Dense):
                 "A bias at call time needs a Linear layer without bias and activation; got "
                 f"use_bias={self.use_bias}, activation={self.activation.__name__}."
             )
-        return backend.dense(
-            self, inputs, bias, lambda x: keras.layers.Dense.call(self, x, training=training)
-        )
+        return backend.dense(self, inputs, bias, lambda x: keras.layers.Dense.call(self, x, training=training))

@@ -48,9 +48,7 @@ class PatchEmbedding(keras.layers.Layer):
             name="proj",
         )
         self.norm = (
-            keras.layers.LayerNormalization(
-                epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm"
-            )
+            keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm")
             if use_norm
             else None
         )

@@ -43,24 +43,19 @@ class PatchMerging(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="reduction",
         )
-        self.norm = keras.layers.LayerNormalization(
-            epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm"
-        )
+        self.norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm")
 
     def build(self, input_shape):
         if len(input_shape) != 4 or input_shape[-1] != self.dim:
             raise ValueError(
-                f"PatchMerging expects tokens of shape (batch, height, width, {self.dim}); "
-                f"got {tuple(input_shape)}."
+                f"PatchMerging expects tokens of shape (batch, height, width, {self.dim}); got {tuple(input_shape)}."
             )
         self.reduction.build((None, 4 * self.dim))
         self.norm.build((None, self.out_dim if self.version == "v2" else 4 * self.dim))
 
     def call(self, x):
         x, _, _ = pad_to_multiple(x, 2)
-        x = ops.concatenate(
-            [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1
-        )
+        x = ops.concatenate([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1)
         if self.version == "v1":
             return self.reduction(self.norm(x))
         return self.norm(self.reduction(x))

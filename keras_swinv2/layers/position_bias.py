@@ -93,18 +93,14 @@ class ContinuousPositionBias(keras.layers.Layer):
     Output of `bias()`: float32 tensor `(num_heads, wh * ww, wh * ww)`.
     """
 
-    def __init__(
-        self, num_heads, window_size, pretrained_window_size=0, mode="log", hidden_dim=512, **kwargs
-    ):
+    def __init__(self, num_heads, window_size, pretrained_window_size=0, mode="log", hidden_dim=512, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.window_size = to_pair(window_size)
         self.pretrained_window_size = to_pair(pretrained_window_size)
         self.mode = mode
         self.hidden_dim = hidden_dim
-        self.coords = backend.constant(
-            relative_coords_table(self.window_size, self.pretrained_window_size, mode)
-        )
+        self.coords = backend.constant(relative_coords_table(self.window_size, self.pretrained_window_size, mode))
         self.index = backend.constant(relative_position_index(self.window_size))
         float32 = self.dtype_policy.variable_dtype
         self.fc1 = keras.layers.Dense(hidden_dim, activation="relu", dtype=float32, name="fc1")
@@ -212,9 +208,7 @@ def resize_relative_position_table(table, source_window, target_window):
     th, tw = to_pair(target_window)
     src_h, src_w, dst_h, dst_w = 2 * sh - 1, 2 * sw - 1, 2 * th - 1, 2 * tw - 1
     if table.shape[0] != src_h * src_w:
-        raise ValueError(
-            f"A table for window {(sh, sw)} has {src_h * src_w} rows; got shape {table.shape}."
-        )
+        raise ValueError(f"A table for window {(sh, sw)} has {src_h * src_w} rows; got shape {table.shape}.")
     if (src_h, src_w) == (dst_h, dst_w):
         return table
     grid = table.reshape(src_h, src_w, -1).astype("float64")

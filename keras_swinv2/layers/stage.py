@@ -56,9 +56,7 @@ class SwinV2Stage(keras.layers.Layer):
         if isinstance(drop_path_rates, (int, float)):
             drop_path_rates = [float(drop_path_rates)] * depth
         if len(drop_path_rates) != depth:
-            raise ValueError(
-                f"drop_path_rates needs {depth} rates (one per block); got {len(drop_path_rates)}."
-            )
+            raise ValueError(f"drop_path_rates needs {depth} rates (one per block); got {len(drop_path_rates)}.")
         if downsample and dim % 2:
             raise ValueError(f"A downsampling stage needs an even dim; got {dim}.")
         self.dim = dim

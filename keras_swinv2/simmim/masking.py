@@ -140,9 +140,7 @@ class MaskGenerator:
         # The mask_count squares with the largest noise are masked (a uniform random subset).
         indices = tf.math.top_k(noise, k=self.mask_count).indices
         rows = tf.shape(noise)[0]
-        scatter_at = tf.stack(
-            [tf.repeat(tf.range(rows), self.mask_count), tf.reshape(indices, [-1])], axis=1
-        )
+        scatter_at = tf.stack([tf.repeat(tf.range(rows), self.mask_count), tf.reshape(indices, [-1])], axis=1)
         grid = tf.scatter_nd(scatter_at, tf.ones([rows * self.mask_count], "float32"), tf.shape(noise))
         grid = tf.reshape(grid, [rows, self.grid_shape[0], self.grid_shape[1]])
         mask = tf.repeat(tf.repeat(grid, self.scale, axis=1), self.scale, axis=2)
@@ -226,8 +224,7 @@ def _images_of(element):
             if key in element:
                 return element[key]
         raise ValueError(
-            "add_masks: dataset elements that are dicts need an 'images' (or 'image') key; "
-            f"got keys {sorted(element)}."
+            f"add_masks: dataset elements that are dicts need an 'images' (or 'image') key; got keys {sorted(element)}."
         )
     if isinstance(element, (tuple, list)):
         return element[0]

@@ -19,7 +19,6 @@ to save, or to put under a `SwinV2ImageClassifier` (or copy into another
 model with `keras_swinv2.weights.copy_encoder_weights`).
 """
 
-
 import keras
 from keras import ops
 
@@ -53,8 +52,7 @@ def pixel_shuffle(x, factor):
     channels = x.shape[-1]
     if channels is None or channels % (factor * factor):
         raise ValueError(
-            f"pixel_shuffle by {factor} needs a multiple of {factor * factor} channels; "
-            f"got shape {tuple(x.shape)}."
+            f"pixel_shuffle by {factor} needs a multiple of {factor * factor} channels; got shape {tuple(x.shape)}."
         )
     out_channels = channels // (factor * factor)
     shape = ops.shape(x)
@@ -298,9 +296,7 @@ class SwinV2SimMIM(keras.Model):
         """A `MaskGenerator` for this model's image size and patch size."""
         shape = self.encoder.image_shape
         if shape is None or None in tuple(shape[:2]):
-            raise ValueError(
-                "The encoder takes images of any size; build a MaskGenerator with an explicit input_size."
-            )
+            raise ValueError("The encoder takes images of any size; build a MaskGenerator with an explicit input_size.")
         return MaskGenerator(tuple(shape[:2]), mask_patch_size, self.patch_size, mask_ratio)
 
     def get_config(self):

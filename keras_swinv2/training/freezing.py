@@ -38,9 +38,7 @@ def set_trainable(model, mode="full", frozen_stages=0):
     if not 0 <= frozen_stages <= len(backbone.depths):
         raise ValueError(f"frozen_stages must be in [0, {len(backbone.depths)}]; got {frozen_stages}.")
     if mode != "full" and head is None:
-        raise ValueError(
-            f"mode={mode!r} trains the classifier head, but '{model.name}' has none (a backbone)."
-        )
+        raise ValueError(f"mode={mode!r} trains the classifier head, but '{model.name}' has none (a backbone).")
     model.trainable = True
     stages = backbone.stages
     for layer in backbone.layers:

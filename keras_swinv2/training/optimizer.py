@@ -26,11 +26,7 @@ def no_weight_decay_paths(variables):
     Returns:
         A sorted list of variable paths.
     """
-    return sorted(
-        v.path
-        for v in variables
-        if len(v.shape) <= 1 or any(word in v.path for word in NO_DECAY_KEYWORDS)
-    )
+    return sorted(v.path for v in variables if len(v.shape) <= 1 or any(word in v.path for word in NO_DECAY_KEYWORDS))
 
 
 def layer_id(path, depths):
@@ -138,7 +134,13 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(
-        self, learning_rate, total_steps, warmup_steps=0, decay="cosine", min_learning_rate=0.0, warmup_learning_rate=0.0
+        self,
+        learning_rate,
+        total_steps,
+        warmup_steps=0,
+        decay="cosine",
+        min_learning_rate=0.0,
+        warmup_learning_rate=0.0,
     ):
         if decay not in ("cosine", "linear"):
             raise ValueError(f"decay must be 'cosine' or 'linear'; got {decay!r}.")

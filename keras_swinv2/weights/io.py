@@ -59,8 +59,7 @@ def read_state_dict(path):
             import torch
         except ImportError as e:
             raise ImportError(
-                f"Reading {path} needs PyTorch (`pip install keras-swinv2[torch]`); "
-                "or convert it to .safetensors."
+                f"Reading {path} needs PyTorch (`pip install keras-swinv2[torch]`); or convert it to .safetensors."
             ) from e
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -76,7 +75,4 @@ def read_state_dict(path):
             f"Unknown checkpoint format for {path!r}: expected .safetensors, .npz, "
             f"{', '.join(TORCH_SUFFIXES)}, .weights.h5 or .keras."
         )
-    return {
-        k: v.astype("float32") if _is_low_precision_float(v.dtype) else v
-        for k, v in _unwrap(state, path).items()
-    }
+    return {k: v.astype("float32") if _is_low_precision_float(v.dtype) else v for k, v in _unwrap(state, path).items()}

@@ -43,7 +43,7 @@ def _drop_derived(state):
 def _strip_prefix(state, prefixes):
     for prefix in prefixes:
         if state and all(k.startswith(prefix) for k in state):
-            return {k[len(prefix):]: v for k, v in state.items()}
+            return {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -87,9 +87,7 @@ def from_official(state):
     if any(k.startswith("encoder.patch_embed.") for k in state):
         # SimMIM pre-training: keep the encoder, drop the decoder and the mask token.
         state = {
-            k[len("encoder."):]: v
-            for k, v in state.items()
-            if k.startswith("encoder.") and k != "encoder.mask_token"
+            k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.") and k != "encoder.mask_token"
         }
     out = {}
     for key, value in state.items():
@@ -97,7 +95,7 @@ def from_official(state):
         if m:
             key = f"layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}"
         elif key.startswith("head."):
-            key = "head.fc." + key[len("head."):]
+            key = "head.fc." + key[len("head.") :]
         key = key.replace(".attn.rpe_mlp.", ".attn.cpb_mlp.")
         out[key] = value
     return _split_qkv_bias(out)
@@ -109,7 +107,7 @@ def from_timm(state):
     out = {}
     for key, value in state.items():
         if re.match(r"^head\.(weight|bias)$", key):
-            key = "head.fc." + key[len("head."):]
+            key = "head.fc." + key[len("head.") :]
         out[key] = value
     return _split_qkv_bias(out)
 
@@ -151,10 +149,10 @@ def from_hf(state):
         if key.startswith(_HF_IGNORED):
             continue
         if key.startswith("classifier."):
-            out["head.fc." + key[len("classifier."):]] = value
+            out["head.fc." + key[len("classifier.") :]] = value
             continue
         if key.startswith("layernorm."):
-            out["norm." + key[len("layernorm."):]] = value
+            out["norm." + key[len("layernorm.") :]] = value
             continue
         key = key.replace("embeddings.patch_embeddings.projection.", "patch_embed.proj.")
         key = key.replace("embeddings.norm.", "patch_embed.norm.")
@@ -162,7 +160,10 @@ def from_hf(state):
         if m:
             out[f"layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}"] = value
             continue
-        m = re.match(r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.*)\.(weight|bias|logit_scale|relative_position_bias_table)$", key)
+        m = re.match(
+            r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.*)\.(weight|bias|logit_scale|relative_position_bias_table)$",
+            key,
+        )
         if m:
             stem = f"layers.{m.group(1)}.blocks.{m.group(2)}."
             module, param = m.group(3), m.group(4)

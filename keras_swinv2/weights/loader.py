@@ -158,8 +158,7 @@ def load_state_dict(model, state, layout=None):
         shown = "\n  ".join(problems[:40])
         more = f"\n  ... and {len(problems) - 40} more" if len(problems) > 40 else ""
         raise ValueError(
-            f"The checkpoint does not fit model '{model.name}' ({len(problems)} problem(s)):\n  "
-            f"{shown}{more}"
+            f"The checkpoint does not fit model '{model.name}' ({len(problems)} problem(s)):\n  {shown}{more}"
         )
     for name, (variable, _) in target.items():
         variable.assign(values[name].astype(variable.dtype))

@@ -103,34 +103,98 @@ _FT = (12, 12, 12, 6)
 CHECKPOINTS = {
     c.name: c
     for c in [
-        _supervised("tiny", "imagenet1k", 256, 8, "swinv2_tiny_patch4_window8_256.pth",
-                    "timm/swinv2_tiny_window8_256.ms_in1k"),
-        _supervised("tiny", "imagenet1k", 256, 16, "swinv2_tiny_patch4_window16_256.pth",
-                    "timm/swinv2_tiny_window16_256.ms_in1k"),
-        _supervised("small", "imagenet1k", 256, 8, "swinv2_small_patch4_window8_256.pth",
-                    "timm/swinv2_small_window8_256.ms_in1k"),
-        _supervised("small", "imagenet1k", 256, 16, "swinv2_small_patch4_window16_256.pth",
-                    "timm/swinv2_small_window16_256.ms_in1k"),
-        _supervised("base", "imagenet1k", 256, 8, "swinv2_base_patch4_window8_256.pth",
-                    "timm/swinv2_base_window8_256.ms_in1k"),
-        _supervised("base", "imagenet1k", 256, 16, "swinv2_base_patch4_window16_256.pth",
-                    "timm/swinv2_base_window16_256.ms_in1k"),
-        _supervised("base", "imagenet22k", 192, 12, "swinv2_base_patch4_window12_192_22k.pth",
-                    "timm/swinv2_base_window12_192.ms_in22k", classes=21841),
-        _supervised("large", "imagenet22k", 192, 12, "swinv2_large_patch4_window12_192_22k.pth",
-                    "timm/swinv2_large_window12_192.ms_in22k", classes=21841),
-        _supervised("base", "imagenet22k-ft1k", 256, 16,
-                    "swinv2_base_patch4_window12to16_192to256_22kto1k_ft.pth",
-                    "timm/swinv2_base_window12to16_192to256.ms_in22k_ft_in1k", pretrained=_FT),
-        _supervised("base", "imagenet22k-ft1k", 384, 24,
-                    "swinv2_base_patch4_window12to24_192to384_22kto1k_ft.pth",
-                    "timm/swinv2_base_window12to24_192to384.ms_in22k_ft_in1k", pretrained=_FT),
-        _supervised("large", "imagenet22k-ft1k", 256, 16,
-                    "swinv2_large_patch4_window12to16_192to256_22kto1k_ft.pth",
-                    "timm/swinv2_large_window12to16_192to256.ms_in22k_ft_in1k", pretrained=_FT),
-        _supervised("large", "imagenet22k-ft1k", 384, 24,
-                    "swinv2_large_patch4_window12to24_192to384_22kto1k_ft.pth",
-                    "timm/swinv2_large_window12to24_192to384.ms_in22k_ft_in1k", pretrained=_FT),
+        _supervised(
+            "tiny", "imagenet1k", 256, 8, "swinv2_tiny_patch4_window8_256.pth", "timm/swinv2_tiny_window8_256.ms_in1k"
+        ),
+        _supervised(
+            "tiny",
+            "imagenet1k",
+            256,
+            16,
+            "swinv2_tiny_patch4_window16_256.pth",
+            "timm/swinv2_tiny_window16_256.ms_in1k",
+        ),
+        _supervised(
+            "small",
+            "imagenet1k",
+            256,
+            8,
+            "swinv2_small_patch4_window8_256.pth",
+            "timm/swinv2_small_window8_256.ms_in1k",
+        ),
+        _supervised(
+            "small",
+            "imagenet1k",
+            256,
+            16,
+            "swinv2_small_patch4_window16_256.pth",
+            "timm/swinv2_small_window16_256.ms_in1k",
+        ),
+        _supervised(
+            "base", "imagenet1k", 256, 8, "swinv2_base_patch4_window8_256.pth", "timm/swinv2_base_window8_256.ms_in1k"
+        ),
+        _supervised(
+            "base",
+            "imagenet1k",
+            256,
+            16,
+            "swinv2_base_patch4_window16_256.pth",
+            "timm/swinv2_base_window16_256.ms_in1k",
+        ),
+        _supervised(
+            "base",
+            "imagenet22k",
+            192,
+            12,
+            "swinv2_base_patch4_window12_192_22k.pth",
+            "timm/swinv2_base_window12_192.ms_in22k",
+            classes=21841,
+        ),
+        _supervised(
+            "large",
+            "imagenet22k",
+            192,
+            12,
+            "swinv2_large_patch4_window12_192_22k.pth",
+            "timm/swinv2_large_window12_192.ms_in22k",
+            classes=21841,
+        ),
+        _supervised(
+            "base",
+            "imagenet22k-ft1k",
+            256,
+            16,
+            "swinv2_base_patch4_window12to16_192to256_22kto1k_ft.pth",
+            "timm/swinv2_base_window12to16_192to256.ms_in22k_ft_in1k",
+            pretrained=_FT,
+        ),
+        _supervised(
+            "base",
+            "imagenet22k-ft1k",
+            384,
+            24,
+            "swinv2_base_patch4_window12to24_192to384_22kto1k_ft.pth",
+            "timm/swinv2_base_window12to24_192to384.ms_in22k_ft_in1k",
+            pretrained=_FT,
+        ),
+        _supervised(
+            "large",
+            "imagenet22k-ft1k",
+            256,
+            16,
+            "swinv2_large_patch4_window12to16_192to256_22kto1k_ft.pth",
+            "timm/swinv2_large_window12to16_192to256.ms_in22k_ft_in1k",
+            pretrained=_FT,
+        ),
+        _supervised(
+            "large",
+            "imagenet22k-ft1k",
+            384,
+            24,
+            "swinv2_large_patch4_window12to24_192to384_22kto1k_ft.pth",
+            "timm/swinv2_large_window12to24_192to384.ms_in22k_ft_in1k",
+            pretrained=_FT,
+        ),
     ]
 }
 
@@ -189,9 +253,7 @@ def find_checkpoint(variant, weights, window_size=None, image_size=None):
     if weights in CHECKPOINTS:
         found = CHECKPOINTS[weights]
         if variant is not None and found.variant != variant:
-            raise ValueError(
-                f"Checkpoint {weights!r} is a SwinV2-{found.variant}, not a SwinV2-{variant}."
-            )
+            raise ValueError(f"Checkpoint {weights!r} is a SwinV2-{found.variant}, not a SwinV2-{variant}.")
         return found
     candidates = [c for c in CHECKPOINTS.values() if c.variant == variant and c.weights == weights]
     if not candidates:

@@ -57,9 +57,7 @@ def copy_encoder_weights(source, target, head=False):
             f"(depths {tuple(source_backbone.depths)}) but '{target.name}' has "
             f"{len(target_backbone.depths)} (depths {tuple(target_backbone.depths)})."
         )
-    if head and not (
-        source_head is not None and target_head is not None and source_head.units == target_head.units
-    ):
+    if head and not (source_head is not None and target_head is not None and source_head.units == target_head.units):
         raise ValueError(
             "copy_encoder_weights(head=True) needs two classifiers with the same number of classes; got "
             f"'{source.name}' ({source_head.units if source_head is not None else 'no'} classes) and "

@@ -25,11 +25,7 @@ def brute_force_partition(x, window):
     for b in range(batch):
         for wi in range(height // wh):
             for wj in range(width // ww):
-                tokens = [
-                    x[b, wi * wh + i, wj * ww + j]
-                    for i in range(wh)
-                    for j in range(ww)
-                ]
+                tokens = [x[b, wi * wh + i, wj * ww + j] for i in range(wh) for j in range(ww)]
                 out.append(np.stack(tokens))
     return np.stack(out).reshape(-1, wh * ww, channels)
 

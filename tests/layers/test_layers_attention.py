@@ -36,9 +36,7 @@ def _copy_hf_attention(layer, hf):
         return p.detach().numpy()
 
     s = hf.self
-    layer.qkv.kernel.assign(
-        np.concatenate([t(s.query.weight).T, t(s.key.weight).T, t(s.value.weight).T], axis=1)
-    )
+    layer.qkv.kernel.assign(np.concatenate([t(s.query.weight).T, t(s.key.weight).T, t(s.value.weight).T], axis=1))
     layer.q_bias.assign(t(s.query.bias))
     layer.v_bias.assign(t(s.value.bias))
     layer.logit_scale.assign(t(s.logit_scale))
@@ -89,9 +87,7 @@ def test_cosine_attention_matches_hf_with_shift_mask_and_clamp(
         # softmax: hand HF half the mask, which makes its total exactly -100.
         # At temperature 100 float32 rounding alone reaches ~1e-5, so the
         # reference runs in float64 and the bound measures our float32 error.
-        expected = hf.double()(
-            torch.from_numpy(windows).double(), torch.from_numpy(mask / 2).double()
-        )[0].numpy()
+        expected = hf.double()(torch.from_numpy(windows).double(), torch.from_numpy(mask / 2).double())[0].numpy()
     out = to_numpy(layer(windows, attention_mask=mask))
     diff = max_abs_diff(out, expected)
     report(test="window_attention_vs_hf", window=str(window), max_abs_diff=diff)
@@ -137,8 +133,13 @@ def test_dot_attention_with_table_matches_numpy(qkv_bias, key_bias, with_mask):
     dim, heads, window = 8, 2, 4
     n = 16
     layer = WindowAttention(
-        dim, heads, window, attention="dot", position_bias="table",
-        qkv_bias=qkv_bias, key_bias=key_bias,
+        dim,
+        heads,
+        window,
+        attention="dot",
+        position_bias="table",
+        qkv_bias=qkv_bias,
+        key_bias=key_bias,
     )
     layer.build((None, n, dim))
     randomize_keras(layer, seed=5)

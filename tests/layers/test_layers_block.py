@@ -158,8 +158,12 @@ def test_extra_norm_adds_norm3_on_the_output():
     assert plain.norm3 is None and extra.norm3 is not None
     assert len(extra.weights) == len(plain.weights) + 2
     randomize_keras(extra, seed=6)
-    for src, dst in [(extra.norm1, plain.norm1), (extra.norm2, plain.norm2), (extra.mlp, plain.mlp),
-                     (extra.attn, plain.attn)]:
+    for src, dst in [
+        (extra.norm1, plain.norm1),
+        (extra.norm2, plain.norm2),
+        (extra.mlp, plain.mlp),
+        (extra.attn, plain.attn),
+    ]:
         dst.set_weights(src.get_weights())
     np.testing.assert_array_equal(to_numpy(extra.norm3.gamma) != 1.0, True)  # randomised
     expected = _ln(extra.norm3, to_numpy(plain(x)))
@@ -181,9 +185,7 @@ def test_block_argument_errors():
         SwinV2Block(8, 2, window_size=4).build((1, 8, 8, 6))
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow", reason="tf.function with dynamic shapes"
-)
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.function with dynamic shapes")
 def test_block_and_merging_with_dynamic_spatial_dims_in_tf_function():
     import tensorflow as tf
 
@@ -272,8 +274,15 @@ def test_mlp_matches_numpy():
 
 def test_stage_wiring():
     stage = SwinV2Stage(
-        8, depth=4, num_heads=2, window_size=4, downsample=True, extra_norm_period=2,
-        drop_path_rates=[0.0, 0.1, 0.2, 0.3], norm_position="post", mlp_ratio=2.0,
+        8,
+        depth=4,
+        num_heads=2,
+        window_size=4,
+        downsample=True,
+        extra_norm_period=2,
+        drop_path_rates=[0.0, 0.1, 0.2, 0.3],
+        norm_position="post",
+        mlp_ratio=2.0,
     )
     shape = (1, 11, 20, 4)  # merged (odd height padded) to (1, 6, 10, 8)
     x = np.random.default_rng(10).standard_normal(shape).astype("float32")

@@ -53,12 +53,8 @@ CASES = {
     "PatchMerging": (lambda **kw: PatchMerging(4, **kw), (1, 5, 7, 4)),
     "Mlp": (lambda **kw: Mlp(8, 16, **kw), (2, 3, 8)),
     "WindowAttention": (lambda **kw: WindowAttention(8, 2, 4, **kw), (6, 16, 8)),
-    "SwinV2Block": (
-        lambda **kw: SwinV2Block(8, 2, window_size=4, shift_size=2, **kw), (1, 6, 10, 8)
-    ),
-    "SwinV2Stage": (
-        lambda **kw: SwinV2Stage(8, 2, 2, window_size=4, downsample=True, **kw), (1, 12, 20, 4)
-    ),
+    "SwinV2Block": (lambda **kw: SwinV2Block(8, 2, window_size=4, shift_size=2, **kw), (1, 6, 10, 8)),
+    "SwinV2Stage": (lambda **kw: SwinV2Stage(8, 2, 2, window_size=4, downsample=True, **kw), (1, 12, 20, 4)),
 }
 
 
@@ -87,11 +83,7 @@ def test_per_layer_mixed_policy_reaches_sublayers(name):
     layer = factory(dtype=POLICY)
     layer.build(shape)
     randomize_keras(layer, seed=1)
-    wrong = {
-        k: v.dtype_policy.name
-        for k, v in _sublayers(layer).items()
-        if v.dtype_policy.name != POLICY
-    }
+    wrong = {k: v.dtype_policy.name for k, v in _sublayers(layer).items() if v.dtype_policy.name != POLICY}
     assert not wrong, f"sublayers ignore the parent's {POLICY} policy: {wrong}"
     assert all(v.dtype == "float32" for v in layer.weights)
     _compare_with_float32(factory, shape, layer)

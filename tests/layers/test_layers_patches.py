@@ -11,9 +11,9 @@ from swin_layer_helpers import layer_norm, randomize_keras, to_numpy
 def _numpy_merge(x, layer):
     if x.shape[1] % 2 or x.shape[2] % 2:
         x = np.pad(x, [(0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0)])
-    cat = np.concatenate(
-        [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1
-    ).astype("float64")
+    cat = np.concatenate([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1).astype(
+        "float64"
+    )
     kernel = to_numpy(layer.reduction.kernel)
     gamma, beta = to_numpy(layer.norm.gamma), to_numpy(layer.norm.beta)
     if layer.version == "v2":
@@ -74,7 +74,7 @@ def _numpy_patch_embed(images, layer, p):
     out = np.zeros((b, oh, ow, kernel.shape[-1]))
     for i in range(oh):
         for j in range(ow):
-            patch = images[:, i * p:(i + 1) * p, j * p:(j + 1) * p, :]
+            patch = images[:, i * p : (i + 1) * p, j * p : (j + 1) * p, :]
             out[:, i, j] = np.einsum("bxyc,xyco->bo", patch, kernel) + bias
     if layer.norm is not None:
         out = layer_norm(out, to_numpy(layer.norm.gamma), to_numpy(layer.norm.beta))

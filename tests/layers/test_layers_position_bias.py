@@ -81,9 +81,7 @@ def _copy_cpb(cpb, hf_attn):
     cpb.fc2.kernel.assign(mlp[2].weight.detach().numpy().T)
 
 
-@pytest.mark.parametrize(
-    "heads, window, pretrained", [(3, 4, 0), (2, (3, 5), 0), (4, 6, 4), (2, (4, 2), (8, 4))]
-)
+@pytest.mark.parametrize("heads, window, pretrained", [(3, 4, 0), (2, (3, 5), 0), (4, 6, 4), (2, (4, 2), (8, 4))])
 def test_continuous_position_bias_matches_hf(heads, window, pretrained):
     hf = _hf_self_attention(8 * heads, heads, window, pretrained, seed=3)
     cpb = ContinuousPositionBias(heads, window, pretrained)
@@ -91,9 +89,7 @@ def test_continuous_position_bias_matches_hf(heads, window, pretrained):
     _copy_cpb(cpb, hf)
 
     # The derived buffers agree with HF's.
-    np.testing.assert_allclose(
-        cpb.coords, hf.relative_coords_table.numpy().reshape(-1, 2), rtol=0, atol=1e-6
-    )
+    np.testing.assert_allclose(cpb.coords, hf.relative_coords_table.numpy().reshape(-1, 2), rtol=0, atol=1e-6)
     np.testing.assert_array_equal(cpb.index, hf.relative_position_index.numpy().reshape(-1))
 
     # 16 * sigmoid(table gathered by the index), computed from HF's buffers.
@@ -130,15 +126,11 @@ def _torch_bicubic(table, source, target):
     (sh, sw), (th, tw) = pair(source), pair(target)
     heads = table.shape[1]
     grid = torch.from_numpy(table).T.reshape(1, heads, 2 * sh - 1, 2 * sw - 1)
-    out = torch.nn.functional.interpolate(
-        grid, size=(2 * th - 1, 2 * tw - 1), mode="bicubic", align_corners=False
-    )
+    out = torch.nn.functional.interpolate(grid, size=(2 * th - 1, 2 * tw - 1), mode="bicubic", align_corners=False)
     return out[0].reshape(heads, -1).T.numpy()
 
 
-@pytest.mark.parametrize(
-    "source, target", [(7, 12), (12, 7), (2, 5), (8, 16), ((3, 4), (5, 6)), ((6, 3), (3, 6))]
-)
+@pytest.mark.parametrize("source, target", [(7, 12), (12, 7), (2, 5), (8, 16), ((3, 4), (5, 6)), ((6, 3), (3, 6))])
 def test_resize_relative_position_table_matches_torch_bicubic(source, target):
     (sh, sw), (th, tw) = pair(source), pair(target)
     table = np.random.default_rng(1).standard_normal(((2 * sh - 1) * (2 * sw - 1), 3))

@@ -80,12 +80,10 @@ def test_region_ids_are_the_compact_mask_and_expand_per_chunk():
     assert all(len(np.unique(r)) in (1, 2, 4) for r in regions)  # corner window: all four regions
     full = official_shift_mask(12, 8, 4, 2)
     for start in range(0, 6, 2):  # chunks of 2 windows
-        np.testing.assert_array_equal(to_numpy(region_mask(regions[start:start + 2])), full[start:start + 2])
+        np.testing.assert_array_equal(to_numpy(region_mask(regions[start : start + 2])), full[start : start + 2])
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow", reason="tf.function with dynamic shapes"
-)
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.function with dynamic shapes")
 def test_mask_and_windows_with_dynamic_spatial_dims_in_tf_function():
     import tensorflow as tf
 
