@@ -10,10 +10,15 @@ TEST_WORKERS ?= 2
 
 .PHONY: demo test lint docs bench venv clean
 
+# keras-hub and keras-cv (tests/test_ecosystem.py) go in without their declared dependencies:
+# keras-hub's tensorflow-text would install the full `tensorflow` over `tensorflow-cpu`, and
+# keras-cv's keras-core is a stale second Keras; their real runtime dependencies come first.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[tensorflow,jax,torch,demo,finetune,dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt kagglehub kagglesdk tokenizers
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt keras-hub keras-cv
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -35,6 +35,26 @@ def name():
     return keras.backend.backend()
 
 
+if name() == "torch":
+    # At module level, not in a factory: torch.compile cannot trace a class definition.
+    import torch
+
+    class _FlushedSoftmax(torch.autograd.Function):
+        """Softmax over the last axis, probabilities below `FLOAT32_TINY` set to 0 (see `softmax`)."""
+
+        @staticmethod
+        def forward(ctx, logits):
+            probs = torch.softmax(logits, dim=-1)
+            torch.threshold_(probs, FLOAT32_TINY, 0.0)
+            ctx.save_for_backward(probs)
+            return probs
+
+        @staticmethod
+        def backward(ctx, grad):
+            (probs,) = ctx.saved_tensors
+            return torch._softmax_backward_data(grad, probs, -1, probs.dtype)
+
+
 def require(backend, feature):
     """Raises `ValueError` unless the Keras backend is `backend`.
 
@@ -147,29 +167,7 @@ def softmax(logits):
     """
     if name() != "torch":
         return ops.softmax(logits, axis=-1)
-    return _torch_flushed_softmax().apply(logits)
-
-
-@functools.cache
-def _torch_flushed_softmax():
-    import torch
-
-    class FlushedSoftmax(torch.autograd.Function):
-        """Softmax over the last axis, probabilities below `FLOAT32_TINY` set to 0."""
-
-        @staticmethod
-        def forward(ctx, logits):
-            probs = torch.softmax(logits, dim=-1)
-            torch.threshold_(probs, FLOAT32_TINY, 0.0)
-            ctx.save_for_backward(probs)
-            return probs
-
-        @staticmethod
-        def backward(ctx, grad):
-            (probs,) = ctx.saved_tensors
-            return torch._softmax_backward_data(grad, probs, -1, probs.dtype)
-
-    return FlushedSoftmax
+    return _FlushedSoftmax.apply(logits)
 
 
 # === Attention ===

@@ -19,7 +19,7 @@ def randomize_weights(model, seed=0):
 def build(
     include_top=True,
     classes=1000,
-    classifier_activation=None,
+    classifier_activation="softmax",
     input_shape=(256, 256, 3),
     pooling=None,
     name=None,

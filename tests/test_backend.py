@@ -112,7 +112,7 @@ def test_torch_softmax_backward_data_still_exists():
 
     assert hasattr(torch, "_softmax_backward_data"), (
         f"torch {torch.__version__} has no torch._softmax_backward_data (checked with "
-        f"{backend.PRIVATE_API_VERSIONS['torch']}): rewrite backend._torch_flushed_softmax's backward"
+        f"{backend.PRIVATE_API_VERSIONS['torch']}): rewrite backend._FlushedSoftmax.backward"
     )
     logits = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     grad = torch.randn(3, 5, dtype=torch.float64)
