@@ -207,6 +207,15 @@ def test_timm_download_then_offline_cache_hit(env, server, tiny_w8):
     again = keras_swinv2.SwinV2Tiny(weights="imagenet1k", classifier_activation=None)
     assert len(server.requests) == before + 1  # no request: served from the cache
     _assert_matches(again, images, expected)
+    # the keras-hub idiom, by registry name, from the same cache
+    classifier = keras_swinv2.SwinV2ImageClassifier.from_preset("swinv2_tiny_window8_256")
+    assert classifier.num_classes == 1000 and classifier.activation is None
+    _assert_matches(classifier, images, expected)
+    backbone = keras_swinv2.SwinV2Backbone.from_preset("swinv2_tiny_window8_256")
+    _, stages = keras_outputs(backbone, images)
+    for ours, theirs in zip(stages, expected[1]):
+        assert max_abs_diff(ours, theirs) <= 1e-4
+    assert len(server.requests) == before + 1
 
 
 def test_official_pth_source(env, server, monkeypatch):
