@@ -256,7 +256,7 @@ def _from_inferred(config, **kwargs):
     config = dict(config)
     config.pop("in_channels")
     classes = config.pop("num_classes")
-    return helpers.build(**config, classes=classes, **kwargs)
+    return helpers.build(**config, classes=classes, classifier_activation=None, **kwargs)
 
 
 @pytest.mark.parametrize("layout", ["official", "timm", "hf"])
