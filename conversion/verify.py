@@ -43,22 +43,6 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 KERAS_SUFFIXES = (".keras", ".weights.h5")
-# Architecture fields a converted model must share with the checkpoint.
-ARCH_FIELDS = (
-    "embed_dim",
-    "depths",
-    "num_heads",
-    "patch_size",
-    "in_channels",
-    "mlp_ratio",
-    "qkv_bias",
-    "key_bias",
-    "attention",
-    "norm_position",
-    "position_bias",
-    "patch_merging",
-    "extra_norm_period",
-)
 # The two families HF transformers implements.
 V2_SWITCHES = dict(
     attention="cosine",
@@ -317,9 +301,10 @@ def reference_outputs(model, images):
 
 
 def _backbone_architecture(backbone):
-    """The `ARCH_FIELDS` of a `SwinV2Backbone`, as `infer_config` spells them."""
+    """The architecture of a `SwinV2Backbone` (convert.py's `ARCHITECTURE` and the image channels),
+    as `infer_config` spells it."""
     arch = {}
-    for key in ARCH_FIELDS:
+    for key in ("in_channels", *_convert_module().ARCHITECTURE):
         if key == "in_channels":
             value = backbone.image_shape[-1]
         elif hasattr(backbone.options, key):
