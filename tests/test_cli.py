@@ -17,7 +17,7 @@ def test_demo_trains_on_digits_and_classifies_held_out_images(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "random initialisation" in out and "Best validation accuracy" in out
     assert out.count("true ") == 4 and "correct; validation accuracy" in out
-    for name in ("best.keras", "log.csv", "curves.png", "config.json", "state.json"):
+    for name in ("best.keras", "log.csv", "curves.png", "config.json", "state-1.json", "state-1.weights.h5"):
         assert (tmp_path / name).exists(), name
 
 

@@ -11,6 +11,7 @@ import http.server
 import json
 import os
 import socket
+import sys
 import threading
 
 import numpy as np
@@ -86,7 +87,10 @@ def _free_port_url():
 
 
 def _cache_files(cache):
-    return sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file()) if cache.exists() else []
+    """The cache's files, lock files aside (they hold nothing)."""
+    if not cache.exists():
+        return []
+    return sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file() and p.parent.name != "locks")
 
 
 # ------------------------------------------------------------------ registry resolution
@@ -197,7 +201,9 @@ def test_timm_download_then_offline_cache_hit(env, server, tiny_w8):
     assert len(server.requests) == before + 1
     _assert_matches(model, images, expected)
     record = json.loads((env / "converted" / "swinv2_tiny_window8_256.json").read_text())
-    assert record["source"] == "timm" and record["sha256"] == sha256_file(published)
+    assert record["source"] == "timm" and (record["sha256"], record["size"]) == sha256_file(published)
+    converted = env / "converted" / "swinv2_tiny_window8_256.safetensors"
+    assert (record["file_sha256"], record["file_size"]) == sha256_file(converted)
     assert _cache_files(env) == [
         "converted/swinv2_tiny_window8_256.json",
         "converted/swinv2_tiny_window8_256.safetensors",
@@ -274,11 +280,11 @@ def _fake(name, **changes):
 def test_hash_mismatch_leaves_nothing(env, server, small_state):
     checkpoint = _fake("hash_mismatch", sha256={"timm": "0" * 64}, official_file=None)
     _publish(server, f"{checkpoint.timm_id}/resolve/main/model.safetensors", small_state)
-    with pytest.raises(OSError, match=r"hash does not match"):
+    with pytest.raises(OSError, match=r"sha256 is [0-9a-f]{64} \(\d+ bytes\), expected 0{64}"):
         fetch_checkpoint(checkpoint)
     assert _cache_files(env) == []
     good = dataclasses.replace(
-        checkpoint, sha256={"timm": sha256_file(server.root / checkpoint.timm_id / "resolve/main/model.safetensors")}
+        checkpoint, sha256={"timm": sha256_file(server.root / checkpoint.timm_id / "resolve/main/model.safetensors")[0]}
     )
     state = fetch_checkpoint(good)
     np.testing.assert_array_equal(state["patch_embed.proj.weight"], small_state["patch_embed.proj.weight"])
@@ -288,8 +294,11 @@ def test_truncated_transfer_leaves_nothing(env, server, small_state, monkeypatch
     checkpoint = _fake("truncated", official_file=None)
     _publish(server, f"{checkpoint.timm_id}/resolve/main/model.safetensors", small_state)
     monkeypatch.setenv("KERAS_SWINV2_BASE_URL", server.url + "/truncated")
-    with pytest.raises(OSError, match=r"retrieval incomplete|truncated|ContentTooShort|less data"):
+    monkeypatch.setattr(sys.modules["keras_swinv2.weights.download"], "BACKOFF_SECONDS", 0.01)
+    before = len(server.requests)
+    with pytest.raises(OSError, match=r"failed after 3 attempt\(s\): short read: \d+ of \d+ bytes"):
         fetch_checkpoint(checkpoint)
+    assert len(server.requests) == before + 3  # a short read is transient: retried twice
     assert _cache_files(env) == []
 
 
@@ -298,7 +307,7 @@ def test_404_and_offline_say_which_url_and_where_to_put_the_file(env, server, sm
     with pytest.raises(OSError) as info:
         fetch_checkpoint(checkpoint)
     message = str(info.value)
-    assert f"{server.url}/timm/not_published.test/resolve/main/model.safetensors: URL fetch failure" in message
+    assert f"{server.url}/timm/not_published.test/resolve/main/model.safetensors failed: HTTP 404" in message
     assert "404" in message and f"{server.url}/{checkpoint.official_file}" in message
     manual = env / "downloads" / "not_published.test.safetensors"
     assert str(manual) in message

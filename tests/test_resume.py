@@ -1,7 +1,7 @@
 """Kill `swinv2 finetune` mid-run with SIGKILL, start it again: it ends with the same weights."""
 
-import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -66,11 +66,12 @@ def _env():
 
 
 def _epochs_done(output):
+    """The newest committed epoch (its `state-N.json` commit record)."""
     try:
-        with open(output / "state.json") as f:
-            return json.load(f)["epoch"]
-    except (OSError, ValueError):
+        names = os.listdir(output)
+    except OSError:
         return 0
+    return max((int(n[len("state-") : -len(".json")]) for n in names if re.match(r"^state-\d+\.json$", n)), default=0)
 
 
 def _weights(path):

@@ -147,9 +147,9 @@ def build_backbone(backbone_cls, plan, pooling=None, name="swinv2_backbone"):
 def load_planned_weights(model, plan):
     """Loads the plan's weights (if any) into `model`, a backbone or a task model on one."""
     if plan.checkpoint is not None:
-        load_state_dict(model, fetch_checkpoint(plan.checkpoint), layout="timm")
+        load_state_dict(model, fetch_checkpoint(plan.checkpoint), layout="timm", source=plan.checkpoint.name)
     elif plan.state is not None:
-        load_state_dict(model, plan.state)
+        load_state_dict(model, plan.state, source=plan.weights_file)
     elif plan.weights_file is not None:
         load_weights(model, plan.weights_file)
     return model

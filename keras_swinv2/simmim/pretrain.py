@@ -10,7 +10,7 @@ from keras_swinv2.applications import SwinV2
 from keras_swinv2.models.variants import VARIANTS
 from keras_swinv2.simmim.model import SwinV2SimMIM
 from keras_swinv2.io_utils import atomic_write
-from keras_swinv2.training.checkpoint import ResumableTraining, save_run_config
+from keras_swinv2.training.checkpoint import ResumableTraining, lock_run_directory, save_run_config
 from keras_swinv2.training.optimizer import swinv2_adamw
 
 
@@ -84,6 +84,11 @@ def pretrain(config, output, verbose=1):
     """
     if config.model not in VARIANTS:
         raise ValueError(f"model must be one of {sorted(VARIANTS)}; got {config.model!r}.")
+    with lock_run_directory(output):
+        return _pretrain(config, output, verbose)
+
+
+def _pretrain(config, output, verbose):
     save_run_config(output, config)
     keras.utils.set_random_seed(config.seed)
     data = pipeline.load_data(config.data, config.data_dir, seed=config.seed)

@@ -1,6 +1,6 @@
 """Training machinery: the fine-tuning optimizer and schedule, freezing modes, resumable fit."""
 
-from keras_swinv2.training.checkpoint import ResumableTraining, plot_history
+from keras_swinv2.training.checkpoint import ResumableTraining, lock_run_directory, plot_history
 from keras_swinv2.training.finetuning import FinetuneConfig, build_model, finetune
 from keras_swinv2.training.freezing import TRAINABLE_MODES, set_trainable
 from keras_swinv2.training.optimizer import (
@@ -24,6 +24,7 @@ __all__ = [
     "finetune",
     "layer_decay_multipliers",
     "layer_id",
+    "lock_run_directory",
     "no_weight_decay_paths",
     "plot_history",
     "set_trainable",

@@ -4,17 +4,25 @@ import contextlib
 import csv
 import dataclasses
 import io
+import hashlib
 import json
+import logging
 import os
+import re
 
 import numpy as np
 
 import keras
 
 from keras_swinv2.backend import seed_generator_states
-from keras_swinv2.io_utils import atomic_write
+from keras_swinv2.io_utils import atomic_write, file_lock, remove_stale_temporaries, sha256_file
+from keras_swinv2.weights.io import check_finite, h5_arrays
 
-STATE_FILE = "state.json"
+logger = logging.getLogger("keras_swinv2")
+
+STATE_FILE = "state.json"  # the single commit record of earlier versions (still read)
+_RECORD = re.compile(r"^state-(\d+)\.json$")
+KEEP_STATES = 2  # the last good state, and the one before it in case the last is damaged
 
 
 def _write_text(path, text):
@@ -50,18 +58,25 @@ def save_run_config(output, config):
 class ResumableTraining(keras.callbacks.Callback):
     """Keeps everything `fit` needs to continue exactly where a killed run stopped.
 
-    At the end of every epoch it commits, atomically (write to a temporary
+    At the end of every epoch N it commits, atomically (write to a temporary
     file, then `os.replace`), into `directory`:
 
-    - `state-<epoch>.weights.h5`: model weights and optimizer state
-      (moments, step count, EMA copies);
-    - `state.json`: the commit record: epochs done, the random-generator
-      states of the model's layers (DropPath/Dropout seeds, which
-      `save_weights` leaves out), the best monitored value and the per-epoch
-      logs;
+    - `state-N.weights.h5`: model weights and optimizer state (moments, step
+      count, EMA copies);
+    - `state-N.json`: the commit record: epochs done, the sha256 and size of
+      the weights file, the random-generator states of the model's layers
+      (DropPath/Dropout seeds, which `save_weights` leaves out), the best
+      monitored value, the per-epoch logs, and a checksum of the record itself;
     - `best.keras`: the whole model when `monitor` improved (with EMA weights
       when the optimizer keeps them), written before the commit;
     - `log.csv` and, with matplotlib, `curves.png`: derived from the logs.
+
+    The last two states are kept. `restore()` verifies the newest against its
+    checksums: a damaged one (bit rot, a truncated copy) is named in a warning
+    and the run resumes from the one before it, which loses one epoch of work
+    and nothing else; with no intact state left the error says which files are
+    damaged. Temporaries left by a killed writer are removed when the callback
+    is created.
 
     A run killed mid-epoch loses only that epoch's unfinished work: call
     `restore()` before `fit` and pass its return value as `initial_epoch`.
@@ -70,7 +85,8 @@ class ResumableTraining(keras.callbacks.Callback):
     weights as an uninterrupted one.
 
     Args:
-        directory: str, created if needed; one training run per directory.
+        directory: str, created if needed; one training run per directory
+            (see `lock_run_directory`).
         monitor: str, the log to pick the best model by.
         mode: "max" or "min".
         plot: bool, draw `curves.png` (needs matplotlib).
@@ -87,35 +103,69 @@ class ResumableTraining(keras.callbacks.Callback):
         self.history = []
         self.best = None
         os.makedirs(directory, exist_ok=True)
+        remove_stale_temporaries(directory)
 
     @property
     def best_path(self):
         return os.path.join(self.directory, "best.keras")
 
-    def restore(self, model):
-        """Loads the last committed state into a compiled, built `model`.
+    def committed_epochs(self):
+        """The epochs with a commit record in the directory, newest first."""
+        epochs = [int(m[1]) for m in map(_RECORD.match, os.listdir(self.directory)) if m]
+        return sorted(epochs, reverse=True)
+
+    def restore(self, model, allow_nonfinite=None):
+        """Loads the newest intact committed state into a compiled, built `model`.
+
+        Args:
+            model: the model `fit` will train, built and compiled as when saved.
+            allow_nonfinite: accept a state holding NaN or infinity (by
+                default, unless `$KERAS_SWINV2_ALLOW_NONFINITE=1`, it raises a
+                `ValueError` naming the tensors).
 
         Returns:
             The number of epochs already done (0 when there is no state): pass
             it to `fit(initial_epoch=...)`.
+
+        Raises:
+            ValueError: every saved state is damaged (naming each file and
+                what is wrong), or the state does not fit `model`.
         """
-        path = os.path.join(self.directory, STATE_FILE)
-        if not os.path.exists(path):
+        candidates = [(e, os.path.join(self.directory, f"state-{e}.json")) for e in self.committed_epochs()]
+        legacy = os.path.join(self.directory, STATE_FILE)
+        if not candidates and os.path.exists(legacy):
+            candidates = [(None, legacy)]
+        if not candidates:
             return 0
-        try:
-            with open(path) as f:
-                state = json.load(f)
-            weights = os.path.join(self.directory, state["weights"])
-        except (ValueError, KeyError) as e:
-            raise ValueError(f"The training state {path} is unreadable ({e}); delete {self.directory} to start over.")
+        damaged = []
+        for _, path in candidates:
+            state, problem = self._verified(path)
+            if problem is None:
+                break
+            damaged.append(problem)
+        else:
+            raise ValueError(
+                f"The training state in {self.directory} is damaged and no intact earlier state is left:\n  "
+                + "\n  ".join(damaged)
+                + f"\nDelete {self.directory} (or use another output directory) to start over."
+            )
+        if damaged:
+            logger.warning(
+                "%s; resuming from the previous state (epoch %d) instead: one epoch is trained again.",
+                "; ".join(damaged),
+                state["epoch"],
+            )
+        weights = os.path.join(self.directory, state["weights"])
+        check_finite(h5_arrays(weights), weights, allow_nonfinite)
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         try:
             model.load_weights(weights)
         except Exception as e:
             raise ValueError(
-                f"Cannot resume from {weights}: {e}. The model or optimizer differs from the one that "
-                f"saved it; use the same settings, or another output directory to start over."
+                f"Cannot resume from {weights}: {e}. The file is intact (its checksum matches), so the model "
+                f"or optimizer differs from the one that saved it; use the same settings, or another output "
+                f"directory to start over."
             ) from e
         seeds = seed_generator_states(model)
         if len(seeds) != len(state["seed_states"]):
@@ -125,9 +175,34 @@ class ResumableTraining(keras.callbacks.Callback):
             )
         for variable, value in zip(seeds, state["seed_states"]):
             variable.assign(np.asarray(value, dtype=variable.dtype))
-        self.history = state["history"]
+        self.history = [row for row in state["history"] if row["epoch"] <= state["epoch"]]
         self.best = state["best"]
         return state["epoch"]
+
+    def _verified(self, path):
+        """`(record, None)` if the record at `path` and its weights file are intact, else `(None, problem)`."""
+        try:
+            with open(path, "rb") as f:
+                record = json.loads(f.read().decode("utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+            checksum = record.pop("checksum", None)
+            if checksum is not None and checksum != _checksum(record):
+                raise ValueError("its checksum does not match its content")
+            weights = os.path.join(self.directory, record["weights"])
+            epoch = record["epoch"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return None, f"the state record {path} is damaged ({e})"
+        if not os.path.exists(weights):
+            return None, f"{weights} (epoch {epoch}) is missing"
+        if "weights_sha256" in record:
+            digest, size = sha256_file(weights)
+            if (digest, size) != (record["weights_sha256"], record["weights_size"]):
+                return None, (
+                    f"{weights} (epoch {epoch}) is damaged: sha256 {digest} ({size} bytes), "
+                    f"recorded {record['weights_sha256']} ({record['weights_size']} bytes)"
+                )
+        return record, None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {k: float(v) for k, v in (logs or {}).items()}
@@ -140,18 +215,25 @@ class ResumableTraining(keras.callbacks.Callback):
             with self._ema_weights():
                 atomic_write(self.best_path, self.model.save)
         name = f"state-{epoch + 1}.weights.h5"
-        atomic_write(os.path.join(self.directory, name), self.model.save_weights)
-        state = {
+        weights = os.path.join(self.directory, name)
+        atomic_write(weights, self.model.save_weights)
+        digest, size = sha256_file(weights)
+        record = {
             "epoch": epoch + 1,
             "weights": name,
+            "weights_sha256": digest,
+            "weights_size": size,
             "seed_states": [np.asarray(v.numpy()).tolist() for v in seed_generator_states(self.model)],
             "best": self.best,
             "monitor": self.monitor,
             "history": self.history,
         }
-        _write_text(os.path.join(self.directory, STATE_FILE), json.dumps(state))
+        record["checksum"] = _checksum(record)
+        _write_text(os.path.join(self.directory, f"state-{epoch + 1}.json"), json.dumps(record))
+        keep = set(range(epoch + 2 - KEEP_STATES, epoch + 2))
         for old in os.listdir(self.directory):
-            if old.startswith("state-") and old.endswith(".weights.h5") and old != name:
+            match = re.match(r"^state-(\d+)\.(json|weights\.h5)$", old)
+            if (match and int(match[1]) not in keep) or old == STATE_FILE:
                 os.remove(os.path.join(self.directory, old))
         self._write_log()
 
@@ -185,6 +267,29 @@ class ResumableTraining(keras.callbacks.Callback):
         _write_text(os.path.join(self.directory, "log.csv"), buffer.getvalue())
         if self.plot:
             plot_history(self.history, os.path.join(self.directory, "curves.png"))
+
+
+def _checksum(record):
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+@contextlib.contextmanager
+def lock_run_directory(directory):
+    """Holds `directory` (created) for one training process; a second one gets a clear error.
+
+    Raises:
+        RuntimeError: another live process is training in `directory`.
+    """
+    os.makedirs(directory, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(os.path.join(directory, ".lock"), blocking=False))
+        except BlockingIOError:
+            raise RuntimeError(
+                f"Another process is training in {directory}; wait for it to finish (or stop it), "
+                "or use another output directory."
+            ) from None
+        yield
 
 
 def plot_history(history, path):

@@ -12,7 +12,7 @@ from keras_swinv2.models.variants import VARIANTS
 from keras_swinv2.tasks.image_classifier import SwinV2ImageClassifier
 from keras_swinv2.weights.loader import model_parts
 from keras_swinv2.weights.transfer import copy_encoder_weights
-from keras_swinv2.training.checkpoint import ResumableTraining, save_run_config
+from keras_swinv2.training.checkpoint import ResumableTraining, lock_run_directory, save_run_config
 from keras_swinv2.training.freezing import set_trainable
 from keras_swinv2.training.optimizer import swinv2_adamw
 
@@ -138,6 +138,11 @@ def finetune(config, output, verbose=1):
         `config.ema`), the `ImageData`, and the list of per-epoch logs of the
         whole run (earlier, resumed epochs included).
     """
+    with lock_run_directory(output):
+        return _finetune(config, output, verbose)
+
+
+def _finetune(config, output, verbose):
     save_run_config(output, config)
     keras.utils.set_random_seed(config.seed)
     data = pipeline.load_data(config.data, config.data_dir, seed=config.seed)

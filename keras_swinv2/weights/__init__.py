@@ -1,6 +1,6 @@
 """Checkpoint reading, layout ports (official / timm / HF) and loading."""
 
-from keras_swinv2.weights.io import read_state_dict
+from keras_swinv2.weights.io import check_finite, read_state_dict
 from keras_swinv2.weights.layouts import (
     LAYOUTS,
     detect_layout,
@@ -16,6 +16,7 @@ from keras_swinv2.weights.registry import CHECKPOINTS, SIMMIM, Checkpoint, find_
 from keras_swinv2.weights.transfer import copy_encoder_weights, load_weights
 
 __all__ = [
+    "check_finite",
     "read_state_dict",
     "LAYOUTS",
     "detect_layout",

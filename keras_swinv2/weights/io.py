@@ -76,3 +76,56 @@ def read_state_dict(path):
             f"{', '.join(TORCH_SUFFIXES)}, .weights.h5 or .keras."
         )
     return {k: v.astype("float32") if _is_low_precision_float(v.dtype) else v for k, v in _unwrap(state, path).items()}
+
+
+ALLOW_NONFINITE_ENV = "KERAS_SWINV2_ALLOW_NONFINITE"
+
+
+def _allowed(allow_nonfinite):
+    if allow_nonfinite is None:
+        return os.environ.get(ALLOW_NONFINITE_ENV, "").lower() in ("1", "true", "yes")
+    return bool(allow_nonfinite)
+
+
+def check_finite(arrays, source, allow_nonfinite=None):
+    """Raises if any floating-point array holds NaN or infinity.
+
+    Args:
+        arrays: iterable of `(name, array)` pairs.
+        source: what the arrays come from (a path), for the message.
+        allow_nonfinite: skip the check; None reads `$KERAS_SWINV2_ALLOW_NONFINITE`
+            ("1" to allow).
+
+    Raises:
+        ValueError: naming each tensor (up to 20) with its count of NaN and
+            infinite values, and the opt-out.
+    """
+    if _allowed(allow_nonfinite):
+        return
+    bad = []
+    for name, array in arrays:
+        array = np.asarray(array)
+        if array.dtype.kind != "f" and array.dtype.name != "bfloat16":
+            continue
+        finite = np.isfinite(array)
+        if not finite.all():
+            nan = int(np.isnan(array).sum())
+            bad.append(f"{name} {tuple(array.shape)}: {nan} NaN, {array.size - int(finite.sum()) - nan} infinite")
+    if bad:
+        shown = "\n  ".join(bad[:20]) + (f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else "")
+        raise ValueError(
+            f"{source} holds non-finite values in {len(bad)} tensor(s):\n  {shown}\n"
+            f"A model loaded from it would output NaN. If this is intended, pass allow_nonfinite=True "
+            f"or set ${ALLOW_NONFINITE_ENV}=1."
+        )
+
+
+def h5_arrays(path):
+    """`(name, array)` for every dataset in an HDF5 file (`.weights.h5`), read one at a time."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        names = []
+        f.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+        for name in names:
+            yield name, f[name][()]

@@ -14,6 +14,7 @@ from keras_swinv2.layers.position_bias import (
     relative_position_table_window,
     resize_relative_position_table,
 )
+from keras_swinv2.weights.io import check_finite
 from keras_swinv2.weights.layouts import to_canonical
 
 # How a PyTorch tensor becomes a Keras variable.
@@ -107,7 +108,7 @@ def _to_keras(array, kind, target_shape):
     return array
 
 
-def load_state_dict(model, state, layout=None):
+def load_state_dict(model, state, layout=None, allow_nonfinite=None, source="The checkpoint"):
     """Loads a PyTorch-layout state dict (numpy arrays) into `model`.
 
     The layout ("official", "timm", "hf") is detected when None. Derived
@@ -115,7 +116,9 @@ def load_state_dict(model, state, layout=None):
     model's window. Head weights are skipped when the model has no top.
     Everything is checked before anything is assigned: a missing, unexpected
     or mis-shaped tensor raises a `ValueError` that names each one (with both
-    shapes) and leaves the model unchanged.
+    shapes) and leaves the model unchanged; so does a tensor holding NaN or
+    infinity, unless `allow_nonfinite` (None: `$KERAS_SWINV2_ALLOW_NONFINITE`).
+    `source` names the checkpoint in messages.
     """
     canonical = to_canonical(state, layout)
     target = keras_weight_map(model)
@@ -160,5 +163,6 @@ def load_state_dict(model, state, layout=None):
         raise ValueError(
             f"The checkpoint does not fit model '{model.name}' ({len(problems)} problem(s)):\n  {shown}{more}"
         )
+    check_finite(((named(k), v) for k, v in values.items()), source, allow_nonfinite)
     for name, (variable, _) in target.items():
         variable.assign(values[name].astype(variable.dtype))

@@ -10,7 +10,7 @@ from keras_swinv2.layers.position_bias import (
     relative_position_table_window,
     resize_relative_position_table,
 )
-from keras_swinv2.weights.io import read_state_dict
+from keras_swinv2.weights.io import check_finite, h5_arrays, read_state_dict
 from keras_swinv2.weights.loader import TABLE, keras_weight_map, load_state_dict, model_parts
 
 
@@ -108,7 +108,7 @@ def _table_windows(source, target):
     return None if None in sides else sides
 
 
-def load_weights(model, weights, layout=None):
+def load_weights(model, weights, layout=None, allow_nonfinite=None):
     """Loads `weights` into `model`.
 
     Args:
@@ -121,6 +121,9 @@ def load_weights(model, weights, layout=None):
             its backbone is copied, and its head too when both have one with
             the same number of classes.
         layout: force a layout instead of detecting it.
+        allow_nonfinite: load tensors holding NaN or infinity; by default
+            (None: unless `$KERAS_SWINV2_ALLOW_NONFINITE=1`) they raise a
+            `ValueError` naming them, before anything is assigned.
 
     Returns:
         `model`.
@@ -129,10 +132,12 @@ def load_weights(model, weights, layout=None):
     if path.endswith((".weights.h5", ".keras")) and not os.path.isfile(path):
         raise FileNotFoundError(f"No weights file at {path!r}.")
     if path.endswith(".weights.h5"):
+        check_finite(h5_arrays(path), path, allow_nonfinite)
         model.load_weights(path)
         return model
     if path.endswith(".keras"):
         source = keras.saving.load_model(path, compile=False)
+        check_finite(((v.path, keras.ops.convert_to_numpy(v)) for v in source.weights), path, allow_nonfinite)
         try:
             model_parts(source)
         except TypeError:
@@ -145,5 +150,5 @@ def load_weights(model, weights, layout=None):
         same_head = source_head is not None and head is not None and source_head.units == head.units
         copy_encoder_weights(source, model, head=same_head)
         return model
-    load_state_dict(model, read_state_dict(path), layout=layout)
+    load_state_dict(model, read_state_dict(path), layout=layout, allow_nonfinite=allow_nonfinite, source=path)
     return model
