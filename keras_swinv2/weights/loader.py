@@ -163,6 +163,6 @@ def load_state_dict(model, state, layout=None, allow_nonfinite=None, source="The
         raise ValueError(
             f"The checkpoint does not fit model '{model.name}' ({len(problems)} problem(s)):\n  {shown}{more}"
         )
-    check_finite(((named(k), v) for k, v in values.items()), source, allow_nonfinite)
+    check_finite(((named(k), canonical[k]) for k in values), source, allow_nonfinite)
     for name, (variable, _) in target.items():
         variable.assign(values[name].astype(variable.dtype))
