@@ -16,9 +16,10 @@ Rules that make the cache safe:
   the kernel if the holder dies); the others wait, then read its result, so
   N processes loading the same weights download them once.
 - Every read of a converted file is checked against the sha256 and size
-  recorded when it was written (SwinV2-B's 350 MB: ~0.25 s, beside seconds
-  to build the model). A damaged file is deleted and rebuilt from a source;
-  if none is reachable the error names the file and what to do.
+  recorded when it was written (for SwinV2-B's 352 MB a few tenths of a
+  second, beside seconds to build the model: `benchmarks/cache_integrity.py`).
+  A damaged file is deleted and rebuilt from a source; if none is reachable
+  the error names the file and what to do.
 - Network calls time out (`$KERAS_SWINV2_TIMEOUT` seconds for the connection
   and for each read, default 30; a transfer slower than 64 KiB per timeout
   period counts as stalled) and transient failures (HTTP 5xx/429, reset or
@@ -145,7 +146,10 @@ def _transfer(url, tmp, timeout):
                     raise _Transient(f"{type(e).__name__} after {received} bytes") from e
                 if not chunk:
                     break
-                f.write(chunk)
+                try:
+                    f.write(chunk)
+                except OSError as e:  # a full disk: name the file, not only the URL
+                    raise OSError(e.errno, f"Cannot write {tmp}: {e.strerror or e}") from e
                 received += len(chunk)
                 window_bytes += len(chunk)
                 now = time.monotonic()
@@ -221,7 +225,7 @@ def _record_path(converted):
 
 def _read_verified(converted):
     """`(state, problem)`: the converted weights if intact, else None and what is wrong (None if absent)."""
-    from safetensors.numpy import load
+    from safetensors.numpy import load_file
 
     if not os.path.exists(converted):
         return None, None
@@ -233,35 +237,27 @@ def _read_verified(converted):
     except (OSError, ValueError) as e:
         return None, f"its record {_record_path(converted)} is unreadable ({e})"
     try:
-        with open(converted, "rb") as f:
-            data = f.read()
+        digest, size = sha256_file(converted)
     except FileNotFoundError:
         return None, None
-    if "file_sha256" in record:
-        import hashlib
-
-        digest = hashlib.sha256(data).hexdigest()
-        if len(data) != record.get("file_size") or digest != record["file_sha256"]:
-            return None, (
-                f"its content does not match the record: sha256 {digest} ({len(data)} bytes), "
-                f"recorded {record['file_sha256']} ({record.get('file_size')} bytes)"
-            )
+    if "file_sha256" in record and (digest, size) != (record["file_sha256"], record.get("file_size")):
+        return None, (
+            f"its content does not match the record: sha256 {digest} ({size} bytes), "
+            f"recorded {record['file_sha256']} ({record.get('file_size')} bytes)"
+        )
     try:
-        state = load(data)
+        state = load_file(converted)
     except Exception as e:  # safetensors raises its own error types
         return None, f"it is not a readable safetensors file ({e})"
     if "file_sha256" not in record:  # written by an earlier version: record it now
-        _write_record(converted, {**record, "checkpoint": os.path.basename(converted)[: -len(".safetensors")]}, data)
+        name = os.path.basename(converted)[: -len(".safetensors")]
+        _write_record(converted, {"checkpoint": name, **record}, (digest, size))
     return state, None
 
 
-def _write_record(converted, record, data=None):
-    import hashlib
-
-    if data is None:
-        with open(converted, "rb") as f:
-            data = f.read()
-    record = {**record, "file_sha256": hashlib.sha256(data).hexdigest(), "file_size": len(data)}
+def _write_record(converted, record, digest=None):
+    digest, size = digest or sha256_file(converted)
+    record = {**record, "file_sha256": digest, "file_size": size}
     atomic_write(_record_path(converted), lambda tmp: _write_json(record, tmp))
 
 
