@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 import keras
+import keras_swinv2
 
 from keras_swinv2.io_utils import _host, atomic_write, remove_stale_temporaries
 from keras_swinv2.training import ResumableTraining, lock_run_directory
@@ -495,3 +496,10 @@ def test_non_finite_checkpoints_are_refused_naming_the_tensors(tmp_path, monkeyp
         match=r"diverged.weights.h5 holds non-finite values in 2 tensor\(s\):\n  layers/.*norm.*: 0 NaN, 1 infinite",
     ):
         load_weights(small_model(seed=1), str(h5))
+    with pytest.raises(ValueError, match=r"diverged.keras holds non-finite values in 2 tensor"):
+        keras_swinv2.SwinV2ImageClassifier.from_preset(str(_saved(target, tmp_path / "diverged.keras")))
+
+
+def _saved(model, path):
+    model.save(str(path))
+    return path

@@ -12,14 +12,13 @@ import difflib
 import inspect
 import os
 
-import keras
-
 from keras_swinv2.models.variants import VARIANTS
 from keras_swinv2.weights import (
     CHECKPOINTS,
     fetch_checkpoint,
     find_checkpoint,
     infer_config,
+    load_keras_file,
     load_state_dict,
     load_weights,
     read_state_dict,
@@ -164,7 +163,7 @@ def preset_arguments(preset, kwargs):
     kwargs = dict(kwargs)
     preset = os.fspath(preset)
     if preset.endswith(".keras") and os.path.isfile(preset):
-        return None, kwargs, keras.saving.load_model(preset, compile=False)
+        return None, kwargs, load_keras_file(preset)
     if is_file_path(preset):
         if not os.path.exists(preset):
             raise FileNotFoundError(f"No preset file at {preset!r}.")

@@ -11,7 +11,7 @@ from keras_swinv2.models.backbone import SwinV2Backbone
 from keras_swinv2.models.variants import VARIANTS
 from keras_swinv2.tasks.image_classifier import SwinV2ImageClassifier
 from keras_swinv2.weights.loader import model_parts
-from keras_swinv2.weights.transfer import copy_encoder_weights
+from keras_swinv2.weights.transfer import copy_encoder_weights, load_keras_file
 from keras_swinv2.training.checkpoint import ResumableTraining, lock_run_directory, save_run_config
 from keras_swinv2.training.freezing import set_trainable
 from keras_swinv2.training.optimizer import swinv2_adamw
@@ -95,7 +95,7 @@ def build_model(config, num_classes):
 
 def _from_keras_file(path, num_classes, image_size, overrides, drop_path_rate):
     """A classifier initialised from a saved SwinV2 (classifier, backbone or SimMIM model)."""
-    source = keras.saving.load_model(path, compile=False)
+    source = load_keras_file(path)
     try:
         backbone, head = model_parts(source)
     except TypeError:

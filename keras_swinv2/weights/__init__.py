@@ -13,7 +13,7 @@ from keras_swinv2.weights.layouts import (
 from keras_swinv2.weights.loader import keras_weight_map, load_state_dict, model_parts
 from keras_swinv2.weights.download import default_cache_dir, download, fetch_checkpoint, source_url
 from keras_swinv2.weights.registry import CHECKPOINTS, SIMMIM, Checkpoint, find_checkpoint
-from keras_swinv2.weights.transfer import copy_encoder_weights, load_weights
+from keras_swinv2.weights.transfer import copy_encoder_weights, load_keras_file, load_weights
 
 __all__ = [
     "check_finite",
@@ -37,5 +37,6 @@ __all__ = [
     "Checkpoint",
     "find_checkpoint",
     "copy_encoder_weights",
+    "load_keras_file",
     "load_weights",
 ]

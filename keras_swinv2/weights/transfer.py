@@ -108,6 +108,18 @@ def _table_windows(source, target):
     return None if None in sides else sides
 
 
+def load_keras_file(path, allow_nonfinite=None):
+    """`keras.saving.load_model(path, compile=False)`, refusing weights that hold NaN or infinity.
+
+    Raises:
+        ValueError: naming the non-finite variables, unless `allow_nonfinite`
+            (None: `$KERAS_SWINV2_ALLOW_NONFINITE`).
+    """
+    model = keras.saving.load_model(path, compile=False)
+    check_finite(((v.path, keras.ops.convert_to_numpy(v)) for v in model.weights), path, allow_nonfinite)
+    return model
+
+
 def load_weights(model, weights, layout=None, allow_nonfinite=None):
     """Loads `weights` into `model`.
 
@@ -136,8 +148,7 @@ def load_weights(model, weights, layout=None, allow_nonfinite=None):
         model.load_weights(path)
         return model
     if path.endswith(".keras"):
-        source = keras.saving.load_model(path, compile=False)
-        check_finite(((v.path, keras.ops.convert_to_numpy(v)) for v in source.weights), path, allow_nonfinite)
+        source = load_keras_file(path, allow_nonfinite)
         try:
             model_parts(source)
         except TypeError:
