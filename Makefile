@@ -28,8 +28,8 @@ demo: $(STAMP)
 
 # ruff: lint and format check (part of `make test`).
 lint: $(STAMP)
-	$(BIN)/ruff check keras_swinv2 tests conversion benchmarks scripts
-	$(BIN)/ruff format --check keras_swinv2 tests conversion benchmarks scripts
+	$(BIN)/ruff check keras_swinv2 keras_swinv2_cli.py tests conversion benchmarks scripts
+	$(BIN)/ruff format --check keras_swinv2 keras_swinv2_cli.py tests conversion benchmarks scripts
 
 # The site and its API reference (mkdocs + mkdocstrings), read from the docstrings without
 # importing the package; warnings are errors. Part of `make test`.

@@ -1,7 +1,7 @@
-"""The `swinv2` command line."""
+"""The `swinv2` commands. Arguments, messages and exit codes are in the top-level `keras_swinv2_cli`
+module, which imports this one only once the arguments are valid (so `--help` needs no Keras)."""
 
-import argparse
-import sys
+from keras_swinv2_cli import main  # noqa: F401  (the entry point, also as `keras_swinv2.cli.main`)
 
 
 DEMO_ARCHITECTURE = {"embed_dim": 32, "depths": (2, 2, 2), "num_heads": (2, 4, 8)}
@@ -152,9 +152,8 @@ def demo(args):
     from keras_swinv2.data import pipeline
 
     images, labels = next(iter(data.validation.batch(args.show)))
-    batch = next(iter(pipeline.validation_batches(data, model.backbone.image_shape[0], args.show, config.crop_ratio)))[
-        0
-    ]
+    size = model.backbone.image_shape[0]
+    batch = next(iter(pipeline.validation_batches(data, size, args.show, config.crop_ratio, cache=False)))[0]
     probs = keras.ops.convert_to_numpy(model.predict(batch, verbose=0))
     print(f"\nHeld-out digits classified by the saved model ({args.output}/best.keras):")
     pixels = images.numpy()[..., 0]
@@ -199,112 +198,3 @@ def predict(args):
         for rank, (synset, name, score) in enumerate(top, 1):
             print(f"  {rank}. {score:7.2%}  {name} ({synset})")
     return 0
-
-
-def _add_training_arguments(p, **defaults):
-    p.add_argument("--data", default="digits", help="digits | tfds:NAME | tfds:folder:PATH | an image folder")
-    p.add_argument("--data-dir", default=None, help="TFDS data directory")
-    p.add_argument("--image-size", type=int, default=None, help="input side (default: the checkpoint's)")
-    p.add_argument("--window-size", type=int, default=None, help="window (default: the checkpoint's)")
-    p.add_argument("--embed-dim", type=int, default=None, help="custom architecture: channels")
-    p.add_argument("--depths", type=int, nargs="+", default=None, help="custom architecture: blocks per stage")
-    p.add_argument("--num-heads", type=int, nargs="+", default=None, help="custom architecture: heads per stage")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--layer-decay", type=float, default=None, help="layer-wise LR decay, e.g. 0.85")
-    p.add_argument("--warmup-epochs", type=float, default=1.0)
-    p.add_argument("--decay", choices=["cosine", "linear"], default="cosine")
-    p.add_argument("--min-lr", type=float, default=1e-6)
-    p.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth rate")
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--ema", type=float, default=None, help="EMA momentum of the weights, e.g. 0.9998")
-    p.add_argument("--clipnorm", type=float, default=5.0, help="global gradient-norm clip (0: off)")
-    p.add_argument(
-        "--mode",
-        choices=["full", "attention", "head"],
-        default="full",
-        help="what trains: everything, attention layers + head, or the head (linear probe)",
-    )
-    p.add_argument("--frozen-stages", type=int, default=0, help="freeze patch embedding + the first k stages")
-    p.add_argument("--crop-scale", type=float, nargs=2, default=(0.08, 1.0), help="random resized crop area range")
-    p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
-    p.add_argument("--randaugment", type=float, default=0.0, help="RandAugment factor (official 0.9; 0: off)")
-    p.add_argument("--erasing", type=float, default=0.25, help="RandomErasing probability (0: off)")
-    p.add_argument("--mixup", type=float, default=0.8, help="MixUp alpha (0: off)")
-    p.add_argument("--cutmix", type=float, default=1.0, help="CutMix factor (0: off)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress bars (1) or lines (2)")
-    p.set_defaults(**defaults)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="swinv2", description="Swin Transformer V2 for Keras 3.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="the main job: fine-tune a SwinV2 on digits, classify held-out images")
-    p.add_argument("--weights", default=None, help="imagenet1k etc. to start from SwinV2-T (needs network)")
-    p.add_argument("--output", default="runs/demo", help="run directory (an unfinished run resumes)")
-    p.add_argument("--show", type=int, default=8, help="held-out images to classify at the end")
-    _add_training_arguments(
-        p,
-        data="digits",
-        epochs=12,
-        batch_size=32,
-        lr=2e-3,
-        drop_path=0.05,
-        crop_scale=(0.6, 1.0),
-        no_flip=True,
-        mixup=0.0,
-        cutmix=0.0,
-        erasing=0.0,
-    )
-    p.set_defaults(func=demo)
-    p = sub.add_parser("finetune", help="fine-tune a SwinV2 with model.fit (resumable)")
-    p.add_argument("--model", default="tiny", help="tiny | small | base | large | huge | giant | a .keras file")
-    p.add_argument("--weights", default="imagenet1k", help="imagenet1k | imagenet22k | ... | a checkpoint file | none")
-    p.add_argument("--output", required=True, help="run directory (an unfinished run there resumes)")
-    _add_training_arguments(p)
-    p.set_defaults(func=finetune)
-    p = sub.add_parser("pretrain", help="SimMIM masked-image pre-training of a SwinV2 encoder (resumable)")
-    p.add_argument("--data", default="digits", help="digits | tfds:NAME | tfds:folder:PATH | an image folder")
-    p.add_argument("--data-dir", default=None, help="TFDS data directory")
-    p.add_argument("--model", default="tiny", choices=["tiny", "small", "base", "large", "huge", "giant"])
-    p.add_argument("--embed-dim", type=int, default=None, help="custom architecture: channels")
-    p.add_argument("--depths", type=int, nargs="+", default=None, help="custom architecture: blocks per stage")
-    p.add_argument("--num-heads", type=int, nargs="+", default=None, help="custom architecture: heads per stage")
-    p.add_argument("--image-size", type=int, default=192)
-    p.add_argument("--window-size", type=int, default=12)
-    p.add_argument("--mask-patch-size", type=int, default=32)
-    p.add_argument("--mask-ratio", type=float, default=0.6)
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--warmup-epochs", type=float, default=10.0)
-    p.add_argument("--min-lr", type=float, default=1e-5)
-    p.add_argument("--clipnorm", type=float, default=5.0)
-    p.add_argument("--drop-path", type=float, default=0.1)
-    p.add_argument("--crop-scale", type=float, nargs=2, default=(0.67, 1.0))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
-    p.add_argument("--output", required=True, help="run directory (an unfinished run there resumes)")
-    p.set_defaults(func=pretrain)
-    p = sub.add_parser("predict", help="classify images with pretrained weights, print the top-k")
-    p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--model", default="tiny", choices=["tiny", "small", "base", "large"])
-    p.add_argument(
-        "--weights",
-        default="imagenet1k",
-        help="imagenet1k | imagenet22k | imagenet22k-ft1k | a registry name | a checkpoint file",
-    )
-    p.add_argument("--window-size", type=int, default=None, help="window (default: the checkpoint's)")
-    p.add_argument("--image-size", type=int, default=None, help="input side (default: the checkpoint's)")
-    p.add_argument("--top", type=int, default=5)
-    p.set_defaults(func=predict)
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

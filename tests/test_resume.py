@@ -102,7 +102,7 @@ def test_kill_and_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, rep
 
     resumed = subprocess.run(_command(interrupted), env=_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"Resuming {interrupted} after epoch {done} of 5." in resumed.stdout
+    assert f"Resuming {interrupted} after epoch {done} of 5." in resumed.stderr
 
     a, b = _weights(straight / "state-5.weights.h5"), _weights(interrupted / "state-5.weights.h5")
     assert a.keys() == b.keys() and len(a) > 50  # model weights and optimizer slots (moments, EMA)

@@ -155,7 +155,17 @@ def tfds_dataset(name, data_dir=None, validation_split=None):
     if name.startswith("folder:"):
         builder = tfds.folder_dataset.ImageFolder(name[len("folder:") :])
     else:
-        builder = tfds.builder(name, data_dir=data_dir)
+        try:
+            builder = tfds.builder(name, data_dir=data_dir)
+        except tfds.core.registered.DatasetNotFoundError:
+            import difflib
+
+            close = difflib.get_close_matches(name.split("/")[0].split(":")[0], tfds.list_builders(), n=3)
+            raise ValueError(
+                f"TFDS has no dataset named {name!r}"
+                + (f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ".")
+                + " The names are listed at https://www.tensorflow.org/datasets/catalog/overview."
+            ) from None
         if not builder.is_prepared():
             raise ValueError(
                 f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. Prepare it once with "
@@ -361,11 +371,16 @@ def steps_per_epoch(data, batch_size):
     return steps
 
 
-def validation_batches(data, image_size, batch_size, crop_ratio=0.875):
-    """Validation batches: the official eval resize/crop, normalised, one-hot labels; cached."""
+def validation_batches(data, image_size, batch_size, crop_ratio=0.875, cache=True):
+    """Validation batches: the official eval resize/crop, normalised, one-hot labels.
+
+    With `cache` (for repeated passes) the transformed images are kept after
+    the first full pass; pass `cache=False` to read only part of it.
+    """
     tf = _tf()
     transform = eval_transform(image_size, crop_ratio)
     classes = data.num_classes
-    ds = data.validation.map(transform, num_parallel_calls=tf.data.AUTOTUNE).cache()
+    ds = data.validation.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.cache() if cache else ds
     ds = ds.batch(batch_size).map(lambda x, y: (_normalize(tf, x), tf.one_hot(y, classes)))
     return ds.prefetch(tf.data.AUTOTUNE)

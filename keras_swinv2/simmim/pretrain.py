@@ -1,6 +1,7 @@
 """SimMIM pre-training with `model.fit`, resumable, ending in an encoder a classifier can load."""
 
 import dataclasses
+import logging
 import os
 
 import keras
@@ -10,8 +11,10 @@ from keras_swinv2.applications import SwinV2
 from keras_swinv2.models.variants import VARIANTS
 from keras_swinv2.simmim.model import SwinV2SimMIM
 from keras_swinv2.io_utils import atomic_write
-from keras_swinv2.training.checkpoint import ResumableTraining, lock_run_directory, save_run_config
+from keras_swinv2.training.checkpoint import ResumableTraining, check_run_config, lock_run_directory, save_run_config
 from keras_swinv2.training.optimizer import swinv2_adamw
+
+logger = logging.getLogger("keras_swinv2")
 
 
 @dataclasses.dataclass
@@ -84,12 +87,7 @@ def pretrain(config, output, verbose=1):
     """
     if config.model not in VARIANTS:
         raise ValueError(f"model must be one of {sorted(VARIANTS)}; got {config.model!r}.")
-    with lock_run_directory(output):
-        return _pretrain(config, output, verbose)
-
-
-def _pretrain(config, output, verbose):
-    save_run_config(output, config)
+    check_run_config(output, config)  # before any work; nothing is written until training starts
     keras.utils.set_random_seed(config.seed)
     data = pipeline.load_data(config.data, config.data_dir, seed=config.seed)
     size = config.image_size
@@ -115,11 +113,21 @@ def _pretrain(config, output, verbose):
             global_clipnorm=config.clipnorm,
         )
     )
-    state = ResumableTraining(output, monitor="val_loss", mode="min")
-    initial_epoch = state.restore(model)
+    with lock_run_directory(output):
+        save_run_config(output, config)
+        state = ResumableTraining(output, monitor="val_loss", mode="min")
+        initial_epoch = state.restore(model)
+        if initial_epoch:
+            logger.info("Resuming %s after epoch %d of %d.", output, initial_epoch, config.epochs)
+        _fit(model, data, masks, config, state, initial_epoch, verbose)
+        atomic_write(os.path.join(output, "encoder.keras"), model.encoder.save)
+    return model, state.history
+
+
+def _fit(model, data, masks, config, state, initial_epoch, verbose):
+    size = config.image_size
+    steps = pipeline.steps_per_epoch(data, config.batch_size)
     if initial_epoch < config.epochs:
-        if initial_epoch and verbose:
-            print(f"Resuming {output} after epoch {initial_epoch} of {config.epochs}.")
         augmentation = pipeline.Augmentation(
             crop_scale=tuple(config.crop_scale), flip=True, randaugment=None, erasing=None, mixup=None, cutmix=None
         )
@@ -137,5 +145,3 @@ def _pretrain(config, output, verbose):
             shuffle=False,  # the stream is shuffled per epoch, reproducibly
             verbose=verbose,
         )
-    atomic_write(os.path.join(output, "encoder.keras"), model.encoder.save)
-    return model, state.history

@@ -33,26 +33,55 @@ def _write_text(path, text):
     atomic_write(path, write)
 
 
-def save_run_config(output, config):
-    """Records a run's settings in `output/config.json`; refuses to resume a run made with others.
+def check_run_config(output, config):
+    """Refuses, before any work, to continue a run in `output` that was made with other settings.
+
+    Every setting counts, `epochs` included: the learning-rate schedule is
+    laid out over all epochs, so a resumed run with another count would not
+    continue the saved one. Nothing is written.
 
     Args:
-        output: str, the run directory (created).
-        config: a dataclass of settings; `epochs` may grow on resume.
+        output: str, the run directory (may not exist yet).
+        config: a dataclass of settings.
+
+    Raises:
+        ValueError: naming each differing setting with its saved and new value.
     """
     path = os.path.join(output, "config.json")
     settings = json.loads(json.dumps(dataclasses.asdict(config)))
-    if os.path.exists(path):
+    if not os.path.exists(path):
+        return settings
+    try:
         with open(path) as f:
             saved = json.load(f)
-        changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v and k != "epochs"}
-        if changed:
-            raise ValueError(
-                f"{output} holds a run with other settings; resuming it with these would not continue "
-                f"it. Differences (saved, now): {changed}. Use another output directory."
-            )
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is unreadable ({e}); delete it (or use another output directory).") from e
+    changed = [f"{k}: {saved.get(k)!r} saved, {v!r} now" for k, v in settings.items() if saved.get(k) != v]
+    if changed:
+        hint = (
+            " The learning-rate schedule spans all epochs: to train longer, start a new run in another "
+            "directory from this run's best.keras."
+            if any(c.startswith("epochs:") for c in changed)
+            else ""
+        )
+        raise ValueError(
+            f"{output} holds a run made with other settings, so it cannot be resumed with these: "
+            + "; ".join(changed)
+            + f". Rerun with the saved settings to resume, or use another output directory.{hint}"
+        )
+    return settings
+
+
+def save_run_config(output, config):
+    """Records a run's settings in `output/config.json` (created); refuses a run made with others.
+
+    Args:
+        output: str, the run directory (created).
+        config: a dataclass of settings (see `check_run_config`).
+    """
+    settings = check_run_config(output, config)
     os.makedirs(output, exist_ok=True)
-    _write_text(path, json.dumps(settings, indent=2))
+    _write_text(os.path.join(output, "config.json"), json.dumps(settings, indent=2))
 
 
 class ResumableTraining(keras.callbacks.Callback):
@@ -273,19 +302,23 @@ def _checksum(record):
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+class RunDirectoryInUse(RuntimeError):
+    """Another live process is training in the run directory."""
+
+
 @contextlib.contextmanager
 def lock_run_directory(directory):
     """Holds `directory` (created) for one training process; a second one gets a clear error.
 
     Raises:
-        RuntimeError: another live process is training in `directory`.
+        RunDirectoryInUse: another live process is training in `directory`.
     """
     os.makedirs(directory, exist_ok=True)
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(file_lock(os.path.join(directory, ".lock"), blocking=False))
         except BlockingIOError:
-            raise RuntimeError(
+            raise RunDirectoryInUse(
                 f"Another process is training in {directory}; wait for it to finish (or stop it), "
                 "or use another output directory."
             ) from None
@@ -293,16 +326,18 @@ def lock_run_directory(directory):
 
 
 def plot_history(history, path):
-    """Draws loss and metric curves (train and validation) from per-epoch logs into a PNG."""
-    try:
-        import matplotlib
+    """Draws loss and metric curves (train and validation) from per-epoch logs into a PNG.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    Uses matplotlib's object API (no pyplot), so a notebook's plotting backend
+    and open figures are left alone. Does nothing without matplotlib.
+    """
+    try:
+        from matplotlib.figure import Figure
     except ImportError:
         return
     metrics = sorted({k.removeprefix("val_") for row in history for k in row if k not in ("epoch", "learning_rate")})
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(metrics), 3.5))
+    axes = fig.subplots(1, len(metrics), squeeze=False)
     epochs = [row["epoch"] for row in history]
     for ax, metric in zip(axes[0], metrics):
         for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
@@ -315,4 +350,3 @@ def plot_history(history, path):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
-    plt.close(fig)

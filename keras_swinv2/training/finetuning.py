@@ -1,6 +1,7 @@
 """Fine-tuning a SwinV2 with `model.fit`: the official recipe, resumable, in one call."""
 
 import dataclasses
+import logging
 
 import keras
 
@@ -12,9 +13,11 @@ from keras_swinv2.models.variants import VARIANTS
 from keras_swinv2.tasks.image_classifier import SwinV2ImageClassifier
 from keras_swinv2.weights.loader import model_parts
 from keras_swinv2.weights.transfer import copy_encoder_weights, load_keras_file
-from keras_swinv2.training.checkpoint import ResumableTraining, lock_run_directory, save_run_config
+from keras_swinv2.training.checkpoint import ResumableTraining, check_run_config, lock_run_directory, save_run_config
 from keras_swinv2.training.freezing import set_trainable
 from keras_swinv2.training.optimizer import swinv2_adamw
+
+logger = logging.getLogger("keras_swinv2")
 
 
 @dataclasses.dataclass
@@ -138,17 +141,11 @@ def finetune(config, output, verbose=1):
         `config.ema`), the `ImageData`, and the list of per-epoch logs of the
         whole run (earlier, resumed epochs included).
     """
-    with lock_run_directory(output):
-        return _finetune(config, output, verbose)
-
-
-def _finetune(config, output, verbose):
-    save_run_config(output, config)
+    check_run_config(output, config)  # before any work; nothing is written until training starts
     keras.utils.set_random_seed(config.seed)
     data = pipeline.load_data(config.data, config.data_dir, seed=config.seed)
     model = build_model(config, data.num_classes)
     set_trainable(model, config.mode, config.frozen_stages)
-    size = model.backbone.image_shape[0]
     steps = pipeline.steps_per_epoch(data, config.batch_size)
     optimizer = swinv2_adamw(
         model,
@@ -168,15 +165,23 @@ def _finetune(config, output, verbose):
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
-    state = ResumableTraining(output, monitor="val_accuracy", mode="max")
-    initial_epoch = state.restore(model)
+    with lock_run_directory(output):
+        save_run_config(output, config)
+        state = ResumableTraining(output, monitor="val_accuracy", mode="max")
+        initial_epoch = state.restore(model)
+        if initial_epoch >= config.epochs:
+            logger.info("%s: all %d epochs are done already.", output, config.epochs)
+            return model, data, state.history
+        if initial_epoch:
+            logger.info("Resuming %s after epoch %d of %d.", output, initial_epoch, config.epochs)
+        _fit(model, data, config, state, initial_epoch, verbose)
+    return model, data, state.history
+
+
+def _fit(model, data, config, state, initial_epoch, verbose):
+    size = model.backbone.image_shape[0]
+    steps = pipeline.steps_per_epoch(data, config.batch_size)
     callbacks = [state] + ([keras.callbacks.SwapEMAWeights()] if config.ema is not None else [])
-    if initial_epoch >= config.epochs:
-        if verbose:
-            print(f"{output}: all {config.epochs} epochs are done already.")
-        return model, data, state.history
-    if initial_epoch and verbose:
-        print(f"Resuming {output} after epoch {initial_epoch} of {config.epochs}.")
     augmentation = pipeline.Augmentation(**(config.augmentation or {}))
     model.fit(
         pipeline.training_stream(
@@ -187,7 +192,6 @@ def _finetune(config, output, verbose):
         steps_per_epoch=steps,
         validation_data=pipeline.validation_batches(data, size, config.batch_size, config.crop_ratio),
         callbacks=callbacks,
-        shuffle=False,  # the stream is shuffled per epoch, reproducibly
+        shuffle=False,  # the stream is shuffled per epoch, reproducibly (and Keras warns otherwise)
         verbose=verbose,
     )
-    return model, data, state.history

@@ -64,7 +64,17 @@ def read_state_dict(path):
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ValueError(f"{path} is not a readable PyTorch checkpoint: {e}") from e
+            with open(path, "rb") as f:
+                head = f.read(12)
+            found = (
+                "a zip archive torch cannot read (damaged or cut short?)"
+                if head.startswith(b"PK")
+                else f"{os.path.getsize(path)} bytes starting with {head!r}, not a torch.save file"
+            )
+            raise ValueError(
+                f"{path} is not a readable PyTorch checkpoint: expected a file written by torch.save, found "
+                f"{found} (torch.load: {type(e).__name__}: {e})."
+            ) from e
         state = {
             k: (v.float() if v.is_floating_point() else v).numpy()
             for k, v in _unwrap(obj, path).items()
