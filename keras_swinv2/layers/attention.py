@@ -9,6 +9,7 @@ from keras_swinv2 import backend
 from keras_swinv2.layers.linear import Linear
 from keras_swinv2.layers.position_bias import ContinuousPositionBias, RelativePositionBiasTable
 from keras_swinv2.layers.windows import to_pair
+from keras_swinv2.layers.initializers import TruncatedNormal
 
 ATTENTION_TYPES = ("cosine", "dot")
 POSITION_BIAS_TYPES = ("log_cpb", "linear_cpb", "table")
@@ -95,7 +96,7 @@ class WindowAttention(keras.layers.Layer):
         self.attention_dropout_rate = attention_dropout_rate
         self.dropout_rate = dropout_rate
 
-        init = keras.initializers.TruncatedNormal(stddev=0.02)
+        init = TruncatedNormal(stddev=0.02)
         self.qkv = Linear(3 * dim, use_bias=False, kernel_initializer=init, dtype=self.dtype_policy, name="qkv")
         self.proj = Linear(dim, kernel_initializer=init, dtype=self.dtype_policy, name="proj")
         if position_bias == "table":

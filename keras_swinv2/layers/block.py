@@ -14,6 +14,7 @@ from keras_swinv2.layers.attention import (
 )
 from keras_swinv2.layers.linear import Linear
 from keras_swinv2.layers.patch_embedding import LAYER_NORM_EPSILON
+from keras_swinv2.layers.initializers import TruncatedNormal
 from keras_swinv2.layers.windows import (
     effective_window,
     pad_to_multiple,
@@ -194,7 +195,7 @@ class Mlp(keras.layers.Layer):
         self.dim = dim
         self.hidden_dim = hidden_dim
         self.dropout_rate = dropout_rate
-        init = keras.initializers.TruncatedNormal(stddev=0.02)
+        init = TruncatedNormal(stddev=0.02)
         self.fc1 = Linear(hidden_dim, kernel_initializer=init, dtype=self.dtype_policy, name="fc1")
         self.fc2 = Linear(dim, kernel_initializer=init, dtype=self.dtype_policy, name="fc2")
         self.dropout = keras.layers.Dropout(dropout_rate, dtype=self.dtype_policy)

@@ -3,6 +3,7 @@
 import keras
 
 from keras_swinv2.layers.windows import pad_to_multiple
+from keras_swinv2.layers.initializers import TruncatedNormal
 
 LAYER_NORM_EPSILON = 1e-5
 
@@ -43,7 +44,7 @@ class PatchEmbedding(keras.layers.Layer):
             embed_dim,
             kernel_size=patch_size,
             strides=patch_size,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            kernel_initializer=TruncatedNormal(stddev=0.02),
             dtype=self.dtype_policy,
             name="proj",
         )

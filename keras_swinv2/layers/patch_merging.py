@@ -6,6 +6,7 @@ from keras import ops
 from keras_swinv2.layers.linear import Linear
 from keras_swinv2.layers.patch_embedding import LAYER_NORM_EPSILON
 from keras_swinv2.layers.windows import pad_to_multiple
+from keras_swinv2.layers.initializers import TruncatedNormal
 
 PATCH_MERGING_VERSIONS = ("v2", "v1")
 
@@ -39,7 +40,7 @@ class PatchMerging(keras.layers.Layer):
         self.reduction = Linear(
             self.out_dim,
             use_bias=False,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            kernel_initializer=TruncatedNormal(stddev=0.02),
             dtype=self.dtype_policy,
             name="reduction",
         )

@@ -14,6 +14,7 @@ from keras import ops
 
 from keras_swinv2 import backend
 from keras_swinv2.layers.windows import to_pair
+from keras_swinv2.layers.initializers import TruncatedNormal
 
 CPB_MODES = ("log", "linear")
 
@@ -103,8 +104,12 @@ class ContinuousPositionBias(keras.layers.Layer):
         self.coords = backend.constant(relative_coords_table(self.window_size, self.pretrained_window_size, mode))
         self.index = backend.constant(relative_position_index(self.window_size))
         float32 = self.dtype_policy.variable_dtype
-        self.fc1 = keras.layers.Dense(hidden_dim, activation="relu", dtype=float32, name="fc1")
-        self.fc2 = keras.layers.Dense(num_heads, use_bias=False, dtype=float32, name="fc2")
+        self.fc1 = keras.layers.Dense(
+            hidden_dim, activation="relu", kernel_initializer=TruncatedNormal(0.02), dtype=float32, name="fc1"
+        )
+        self.fc2 = keras.layers.Dense(
+            num_heads, use_bias=False, kernel_initializer=TruncatedNormal(0.02), dtype=float32, name="fc2"
+        )
 
     def build(self, input_shape=None):
         self.fc1.build((None, 2))
@@ -150,7 +155,7 @@ class RelativePositionBiasTable(keras.layers.Layer):
         self.table = self.add_weight(
             name="relative_position_bias_table",
             shape=((2 * wh - 1) * (2 * ww - 1), self.num_heads),
-            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            initializer=TruncatedNormal(stddev=0.02),
         )
 
     def bias(self):

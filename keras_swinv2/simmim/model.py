@@ -24,6 +24,7 @@ from keras import ops
 
 from keras_swinv2.models.backbone import SwinV2Backbone
 from keras_swinv2.simmim.masking import MaskGenerator
+from keras_swinv2.layers.initializers import TruncatedNormal
 
 __all__ = ["MaskToken", "SwinV2SimMIM", "masked_l1_loss", "pixel_shuffle"]
 
@@ -119,7 +120,7 @@ class MaskToken(keras.layers.Layer):
         self.mask_token = self.add_weight(
             name="mask_token",
             shape=(channels,),
-            initializer=keras.initializers.TruncatedNormal(stddev=self.stddev),
+            initializer=TruncatedNormal(stddev=self.stddev),
         )
 
     def call(self, x, mask):

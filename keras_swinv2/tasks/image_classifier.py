@@ -4,6 +4,7 @@ import keras
 
 from keras_swinv2.models import presets
 from keras_swinv2.models.backbone import SwinV2Backbone, head_policy
+from keras_swinv2.layers.initializers import TruncatedNormal
 
 POOLING_TYPES = ("avg", "max")
 
@@ -69,7 +70,7 @@ class SwinV2ImageClassifier(keras.Model):
         head = keras.layers.Dense(
             num_classes,
             activation=activation,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            kernel_initializer=TruncatedNormal(stddev=0.02),
             dtype=policy,
             name="head",
         )
