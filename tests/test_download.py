@@ -9,10 +9,12 @@ import dataclasses
 import functools
 import http.server
 import json
+import logging
 import os
 import socket
 import sys
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -234,7 +236,7 @@ def test_official_pth_source(env, server, monkeypatch):
     _assert_matches(model, images, hf_outputs(reference, images))
 
 
-def test_transfer_to_other_classes_window_and_no_top(env, server, tiny_w8):
+def test_transfer_to_other_classes_window_and_no_top(env, server, tiny_w8, caplog):
     reference, images, expected = tiny_w8
     checkpoint = CHECKPOINTS["swinv2_tiny_window8_256"]
     _publish(
@@ -242,8 +244,10 @@ def test_transfer_to_other_classes_window_and_no_top(env, server, tiny_w8):
         f"{checkpoint.timm_id}/resolve/main/model.safetensors",
         hf_to_pytorch_layout(state_dict_numpy(reference), "timm"),
     )
-    with pytest.warns(UserWarning, match=r"1000 classes and model 'swinv2_tiny' has 10"):
+    with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="keras_swinv2"):
+        warnings.simplefilter("error")  # a new head on purpose is reported, not warned about
         model = keras_swinv2.SwinV2Tiny(weights="imagenet1k", classes=10, classifier_activation=None)
+    assert "1000 classes and model 'swinv2_tiny' has 10: the head is left freshly initialised" in caplog.text
     _, stages = keras_outputs(model, images)
     assert max_abs_diff(stages[0], expected[1][0]) <= 1e-4
     backbone = keras_swinv2.SwinV2Tiny(weights="imagenet1k", include_top=False)

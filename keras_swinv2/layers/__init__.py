@@ -1,6 +1,7 @@
 """SwinV2 building blocks, one mechanism per module (in data-path order)."""
 
 from keras_swinv2.backend import l2_normalize
+from keras_swinv2.layers.initializers import TruncatedNormal
 from keras_swinv2.layers.attention import WindowAttention
 from keras_swinv2.layers.block import BlockOptions, DropPath, Mlp, SwinV2Block
 from keras_swinv2.layers.linear import Linear
@@ -26,6 +27,7 @@ from keras_swinv2.layers.windows import (
 )
 
 __all__ = [
+    "TruncatedNormal",
     "l2_normalize",
     "WindowAttention",
     "BlockOptions",

@@ -6,7 +6,7 @@ otherwise the model is the backbone itself (`stages` and the layers
 `patch_embed` and `norm`).
 """
 
-import warnings
+import logging
 
 import numpy as np
 
@@ -16,6 +16,8 @@ from keras_swinv2.layers.position_bias import (
 )
 from keras_swinv2.weights.io import check_finite
 from keras_swinv2.weights.layouts import to_canonical
+
+logger = logging.getLogger("keras_swinv2")
 
 # How a PyTorch tensor becomes a Keras variable.
 LINEAR, CONV, PLAIN, TABLE = "linear", "conv", "plain", "table"
@@ -134,11 +136,12 @@ def load_state_dict(model, state, layout=None, allow_nonfinite=None, source="The
         canonical = {k: v for k, v in canonical.items() if not k.startswith("head.")}
     elif "head.fc.weight" not in canonical or canonical["head.fc.weight"].shape[0] != head.units:
         found = canonical.get("head.fc.weight")
-        warnings.warn(
-            f"The checkpoint's classifier has {'no head' if found is None else f'{found.shape[0]} classes'}"
-            f" and model '{model.name}' has {head.units}: the head is left freshly initialised "
-            "(train it before use).",
-            stacklevel=2,
+        logger.info(
+            "The checkpoint's classifier has %s and model '%s' has %d: the head is left freshly "
+            "initialised (train it before use).",
+            "no head" if found is None else f"{found.shape[0]} classes",
+            model.name,
+            head.units,
         )
         canonical = {k: v for k, v in canonical.items() if not k.startswith("head.")}
         target = {k: v for k, v in target.items() if not k.startswith("head.")}
