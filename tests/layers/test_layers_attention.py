@@ -230,6 +230,8 @@ def test_precomputed_bias_is_used_as_given():
     """`bias=` replaces the layer's own position bias (shared by chunks of one block)."""
     layer = WindowAttention(8, 2, 4)
     x = np.random.default_rng(0).standard_normal((3, 16, 8)).astype("float32")
+    layer(x)
+    randomize_keras(layer, seed=2)  # a position bias that varies across pairs (at init it is nearly flat)
     own = to_numpy(layer(x))
     bias = layer.bias_layer.bias()
     np.testing.assert_allclose(to_numpy(layer(x, bias=bias)), own, rtol=0, atol=1e-6)
