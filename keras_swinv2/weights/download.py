@@ -251,7 +251,10 @@ def _read_verified(converted):
         return None, f"it is not a readable safetensors file ({e})"
     if "file_sha256" not in record:  # written by an earlier version: record it now
         name = os.path.basename(converted)[: -len(".safetensors")]
-        _write_record(converted, {"checkpoint": name, **record}, (digest, size))
+        try:
+            _write_record(converted, {"checkpoint": name, **record}, (digest, size))
+        except OSError as e:  # a read-only cache still serves its files
+            logger.debug("Could not record the sha256 of %s: %s", converted, e)
     return state, None
 
 
