@@ -42,7 +42,7 @@ docs: $(DOCS_STAMP)
 	$(BIN)/mkdocs build --strict --site-dir build/site
 
 # The whole suite (after the lint and the docs build), once per Keras backend; then the tutorials, executed and checked by nbval
-# (cells marked `# NBVAL_CHECK_OUTPUT` must reproduce their stored output) on their backend.
+# (cells tagged `nbval-check-output` must reproduce their stored output) on their backend.
 # Tests run in TEST_WORKERS processes (pytest-xdist): much of a test's time is single-threaded
 # Python and compilation, so two processes on 2 cores finish a pass 1.1-1.7x sooner. A notebook's
 # cells share one kernel, so each notebook stays in one process (--dist loadfile).
