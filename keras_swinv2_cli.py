@@ -47,14 +47,25 @@ def _version():
     return f"swinv2 (keras-swinv2) {ours}; keras {keras}"
 
 
-def _add_training_arguments(p, **defaults):
+def _add_data_and_architecture_arguments(p):
+    """Arguments `finetune`, `demo` and `pretrain` share: the data and a custom architecture."""
     p.add_argument("--data", default="digits", help="digits | tfds:NAME | tfds:folder:PATH | an image folder")
     p.add_argument("--data-dir", default=None, help="TFDS data directory")
-    p.add_argument("--image-size", type=int, default=None, help="input side (default: the checkpoint's)")
-    p.add_argument("--window-size", type=int, default=None, help="window (default: the checkpoint's)")
     p.add_argument("--embed-dim", type=int, default=None, help="custom architecture: channels")
     p.add_argument("--depths", type=int, nargs="+", default=None, help="custom architecture: blocks per stage")
     p.add_argument("--num-heads", type=int, nargs="+", default=None, help="custom architecture: heads per stage")
+
+
+def _add_run_arguments(p):
+    """The seed and the progress display, shared by the training commands."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress bars (1) or lines (2)")
+
+
+def _add_training_arguments(p, **defaults):
+    _add_data_and_architecture_arguments(p)
+    p.add_argument("--image-size", type=int, default=None, help="input side (default: the checkpoint's)")
+    p.add_argument("--window-size", type=int, default=None, help="window (default: the checkpoint's)")
     p.add_argument("--epochs", type=int, default=30, help="epochs in all (the schedule spans them)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
@@ -80,8 +91,7 @@ def _add_training_arguments(p, **defaults):
     p.add_argument("--erasing", type=float, default=0.25, help="RandomErasing probability (0: off)")
     p.add_argument("--mixup", type=float, default=0.8, help="MixUp alpha (0: off)")
     p.add_argument("--cutmix", type=float, default=1.0, help="CutMix factor (0: off)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress bars (1) or lines (2)")
+    _add_run_arguments(p)
     p.set_defaults(**defaults)
 
 
@@ -149,12 +159,8 @@ def build_parser():
         description="SimMIM pre-training on unlabelled images; writes OUTPUT/encoder.keras for `swinv2 finetune "
         "--model OUTPUT/encoder.keras --weights none`. Rerun to resume.",
     )
-    p.add_argument("--data", default="digits", help="digits | tfds:NAME | tfds:folder:PATH | an image folder")
-    p.add_argument("--data-dir", default=None, help="TFDS data directory")
     p.add_argument("--model", default="tiny", choices=["tiny", "small", "base", "large", "huge", "giant"])
-    p.add_argument("--embed-dim", type=int, default=None, help="custom architecture: channels")
-    p.add_argument("--depths", type=int, nargs="+", default=None, help="custom architecture: blocks per stage")
-    p.add_argument("--num-heads", type=int, nargs="+", default=None, help="custom architecture: heads per stage")
+    _add_data_and_architecture_arguments(p)
     p.add_argument("--image-size", type=int, default=192)
     p.add_argument("--window-size", type=int, default=12)
     p.add_argument("--mask-patch-size", type=int, default=32)
@@ -168,8 +174,7 @@ def build_parser():
     p.add_argument("--clipnorm", type=float, default=5.0, help="global gradient-norm clip (0: off)")
     p.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth rate")
     p.add_argument("--crop-scale", type=float, nargs=2, default=(0.67, 1.0), help="random resized crop area range")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress bars (1) or lines (2)")
+    _add_run_arguments(p)
     p.add_argument("--output", required=True, help="run directory (an unfinished run there resumes)")
 
     p = sub.add_parser(

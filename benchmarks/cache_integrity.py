@@ -11,7 +11,6 @@ page cache for both, as on any second load; the numbers are the median of `--rep
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -24,16 +23,9 @@ os.environ.setdefault("KERAS_BACKEND", "numpy")
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
 import keras_swinv2.weights  # noqa: E402,F401
+from bench import cpu_description  # noqa: E402  (benchmarks/bench.py: name and ISA flags)
 
 download = sys.modules["keras_swinv2.weights.download"]
-
-
-def _cpu():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def main(argv=None):
@@ -65,7 +57,7 @@ def main(argv=None):
         size = os.path.getsize(path)
     result = {
         "date": time.strftime("%Y-%m-%d"),
-        "cpu": _cpu(),
+        "cpu": cpu_description(),
         "file_mb": round(size / 1e6, 1),
         "load_s": round(statistics.median(plain), 3),
         "verified_load_s": round(statistics.median(verified), 3),

@@ -11,11 +11,12 @@ date and the CPU. Targets: SwinV2-T <= 3 s, SwinV2-B backbone <= 6 s on every ba
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
+
+from bench import cpu_description  # benchmarks/bench.py: name and ISA flags
 
 CHILD = """
 import time
@@ -28,14 +29,6 @@ keras_swinv2.SwinV2Base(include_top=False)
 base = time.perf_counter()
 print(imported - start, tiny - imported, base - tiny)
 """
-
-
-def _cpu():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def main(argv=None):
@@ -54,7 +47,7 @@ def main(argv=None):
             json.dumps(
                 {
                     "date": time.strftime("%Y-%m-%d"),
-                    "cpu": _cpu(),
+                    "cpu": cpu_description(),
                     "backend": backend,
                     "import_s": round(import_s, 2),
                     "tiny_s": round(tiny_s, 2),
