@@ -178,6 +178,41 @@ def build_parser():
     p.add_argument("--output", required=True, help="run directory (an unfinished run there resumes)")
 
     p = sub.add_parser(
+        "export",
+        parents=[common],
+        formatter_class=_HelpFormatter,
+        help="export a SwinV2 to tf_saved_model, onnx, litert or openvino and check it in that runtime",
+        description="Writes the model as a deployment artifact (Keras' model.export), then loads it in its own "
+        "runtime (TensorFlow, onnxruntime, ai-edge-litert, OpenVINO), runs it on random images next to the "
+        "Keras model and prints its inputs, outputs, size on disk and the largest difference. Which formats "
+        "each backend exports: docs/export.md.",
+    )
+    p.add_argument("--model", default="tiny", help="tiny | small | base | large | huge | giant | a .keras file")
+    p.add_argument(
+        "--weights", default="none", help="imagenet1k | imagenet22k | ... | a checkpoint file | none (named models)"
+    )
+    p.add_argument(
+        "--format", required=True, choices=["tf_saved_model", "onnx", "litert", "openvino"], help="artifact format"
+    )
+    p.add_argument(
+        "--output", required=True, help="artifact path: a directory (tf_saved_model) or .onnx / .tflite / .xml"
+    )
+    p.add_argument("--image-size", type=int, default=None, help="input side (default: the checkpoint's or model's)")
+    p.add_argument("--window-size", type=int, default=None, help="window (named models; default: the checkpoint's)")
+    p.add_argument(
+        "--dynamic-size", action="store_true", help="accept any height and width (tf_saved_model, onnx from TF)"
+    )
+    p.add_argument("--features", action="store_true", help="export the backbone's pyramid outputs P2..P5")
+    p.add_argument("--logits", action="store_true", help="a classifier outputs logits, not softmax probabilities")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=2,
+        help="images in the check (the exported batch is dynamic; fixed to this for onnx from JAX)",
+    )
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest difference accepted in the check")
+
+    p = sub.add_parser(
         "predict",
         parents=[common],
         formatter_class=_HelpFormatter,

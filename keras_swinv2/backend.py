@@ -88,12 +88,16 @@ def constant(array):
 def gelu(x):
     """Exact GELU, `x * Phi(x)` with `Phi` the standard normal CDF; any shape.
 
-    On JAX it is written `0.5 * x * (1 + erf(x / sqrt(2)))`, PyTorch's formula:
-    `jax.nn.gelu` goes through `erfc`, whose XLA expansion (two branches and an
-    exp) took 0.30 s of SwinV2-T's 2.26 s forward + backward on CPU, `erf` 0.21 s.
-    Elsewhere it is `keras.activations.gelu`, which already has that form.
+    The formulation differs per backend so that every exporter can map it:
+    - TensorFlow: `0.5 * x * (1 + erf(x / sqrt(2)))`. TensorFlow's own `gelu`
+      goes through `erfc`, which has no ONNX operator (tf2onnx writes an
+      invalid `Erfc` node); XLA's `erf` expansion is also the cheaper one.
+    - JAX: `jax.nn.gelu`, through `erfc`. `lax.erf` lowers to a StableHLO
+      `composite` that TensorFlow's `XlaCallModule` (the JAX SavedModel
+      export) cannot read; `erf` would be ~3% faster (docs/performance.md).
+    - PyTorch: the fused `gelu` kernel (ONNX `Gelu`).
     """
-    if name() == "jax":
+    if name() == "tensorflow":
         return 0.5 * x * (1.0 + ops.erf(x * math.sqrt(0.5)))
     return keras.activations.gelu(x, approximate=False)
 
@@ -164,9 +168,16 @@ def softmax(logits):
     ~40x on denormal inputs: the attention-times-values product of SwinV2-T's
     shifted blocks took 63 ms of 70, 1.6 ms per call once flushed. XLA (TF jit,
     JAX) flushes denormals already. Elsewhere: `ops.softmax`.
+
+    While torch traces or exports the model (`torch.jit.trace`, the ONNX and
+    OpenVINO exporters, `torch.export`) the flush is written out as a `where`,
+    without the custom gradient: exporters cannot inline an autograd Function.
     """
     if name() != "torch":
         return ops.softmax(logits, axis=-1)
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
+        probs = torch.softmax(logits, dim=-1)
+        return torch.where(probs > FLOAT32_TINY, probs, 0.0)
     return _FlushedSoftmax.apply(logits)
 
 
@@ -265,6 +276,47 @@ def dense(layer, inputs, bias, dense_call):
     else:
         x = dense_call(inputs)
     return x if bias is None else x + ops.cast(bias, x.dtype)
+
+
+def layer_norm(layer, inputs, norm_call):
+    """The forward pass of `keras_swinv2.layers.LayerNorm` (over the last axis).
+
+    Args:
+        layer: the `LayerNorm` layer (a `keras.layers.LayerNormalization`).
+        inputs: tensor `(..., width)`.
+        norm_call: `keras.layers.LayerNormalization.call` bound to `layer`.
+
+    On torch, `torch.nn.functional.layer_norm` with the normalized shape
+    `(width,)` taken from the layer's weights, a Python int: Keras takes it
+    from `inputs.shape`, which TorchScript's ONNX export traces as a dynamic
+    value and then refuses as an argument ("Failed to export ... because it
+    is not constant"). As in Keras, it computes in at least float32.
+    """
+    if name() != "torch" or not (layer.center and layer.scale) or layer.rms_scaling:
+        return norm_call(inputs)
+    import torch
+    import torch.nn.functional as F
+
+    x = inputs if inputs.dtype in (torch.float32, torch.float64) else inputs.float()
+    width = (int(layer.gamma.shape[-1]),)
+    out = F.layer_norm(x, width, layer.gamma.value.to(x.dtype), layer.beta.value.to(x.dtype), layer.epsilon)
+    return ops.cast(out, layer.compute_dtype)
+
+
+# === Gathers ===
+
+
+def take_columns(table, index):
+    """`table[:, index]` for a 2-D `table` and a 1-D integer `index`.
+
+    On torch, `index_select` on the columns directly: Keras' `ops.take` first
+    flattens the index with `ravel`, which the ONNX exporter does not know.
+    """
+    if name() != "torch":
+        return ops.take(table, index, axis=1)
+    import torch
+
+    return torch.index_select(table, 1, index.long())
 
 
 # === Control flow ===

@@ -198,3 +198,112 @@ def predict(args):
         for rank, (synset, name, score) in enumerate(top, 1):
             print(f"  {rank}. {score:7.2%}  {name} ({synset})")
     return 0
+
+
+def _export_model(args):
+    """The model `swinv2 export` writes: a named variant with weights, or a .keras file."""
+    import keras
+
+    import keras_swinv2
+    from keras_swinv2.models.backbone import SwinV2Backbone
+    from keras_swinv2.tasks.image_classifier import SwinV2ImageClassifier
+    from keras_swinv2.weights import copy_encoder_weights, load_keras_file, model_parts
+
+    side = None if args.dynamic_size else args.image_size
+    if args.model.endswith(".keras"):
+        if args.weights not in (None, "none"):
+            raise ValueError(f"--weights applies to a named model; {args.model} holds its own weights.")
+        source = load_keras_file(args.model)
+        try:
+            backbone, head = model_parts(source)
+        except TypeError:
+            raise ValueError(f"{args.model} holds a {type(source).__name__}, not a SwinV2 model.") from None
+        model = source
+        resize = args.dynamic_size or args.image_size or args.window_size
+        if resize:
+            config = {k: v for k, v in backbone.get_config().items() if k not in ("name", "trainable", "dtype")}
+            config["image_shape"] = (side, side, backbone.image_shape[-1])
+            config["window_size"] = args.window_size or backbone.window_size
+            backbone = SwinV2Backbone(**config)
+            model = backbone
+        if head is not None and (resize or args.logits) and not args.features:
+            activation = None if args.logits else source.get_config().get("activation")
+            model = SwinV2ImageClassifier(backbone, head.units, activation=activation)
+        if model is not source:
+            copy_encoder_weights(source, model, head=head is not None and model is not backbone)
+    else:
+        overrides = {"window_size": args.window_size} if args.window_size else {}
+        if args.model not in ("tiny", "small", "base", "large", "huge", "giant"):
+            raise ValueError(
+                f"--model must be tiny, small, base, large, huge, giant or a .keras file; got {args.model!r}."
+            )
+        builder = getattr(keras_swinv2, f"SwinV2{args.model.capitalize()}")
+        input_shape = (side, side, 3) if (side or args.dynamic_size) else None
+        weights = None if args.weights in (None, "none") else args.weights
+        model = builder(
+            weights=weights,
+            input_shape=input_shape,
+            classifier_activation=None if args.logits else "softmax",
+            **overrides,
+        )
+    if args.features:
+        backbone = model_parts(model)[0]
+        model = keras.Model(backbone.inputs, backbone.pyramid_outputs, name=f"{backbone.name}_features")
+    return model
+
+
+def export(args):
+    """Exports a SwinV2 and checks the artifact in its own runtime against the Keras model."""
+    import os
+    import time
+
+    import numpy as np
+    import keras
+
+    from keras_swinv2 import export as exporting
+
+    exporting.check_format(args.format)
+    exporting.check_path(args.output, args.format)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}.")
+    backend = keras.backend.backend()
+    model = _export_model(args)
+    shape = tuple(model.inputs[0].shape[1:])
+    signature = None
+    if (args.format, backend) == ("onnx", "jax"):
+        signature = [keras.InputSpec(shape=(args.batch_size, *shape), dtype="float32", name="images")]
+    start = time.perf_counter()
+    exporting.export_model(model, args.output, args.format, input_signature=signature)
+    seconds = time.perf_counter() - start
+    artifact = exporting.load_artifact(args.output, args.format)
+    print(
+        f"Wrote {args.output} ({args.format}, {artifact.size_bytes() / 1e6:.1f} MB) from {model.name} on the "
+        f"{backend} backend in {seconds:.1f} s."
+    )
+    for kind, ports in (("input ", artifact.inputs), ("output", artifact.outputs)):
+        for name, port_shape in ports:
+            print(f"  {kind} {name}: {tuple(port_shape)}")
+    sizes = [shape[:2]]
+    if None in shape[:2]:  # two sizes, the second not a multiple of the 32-pixel stride (windows are padded)
+        side = args.image_size or 224
+        sizes = [(side, side), (side + 40, side + 8)]
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    runtime = {"tf_saved_model": "TensorFlow", "onnx": "onnxruntime", "litert": "LiteRT", "openvino": "OpenVINO"}
+    for height, width in sizes:
+        images = rng.normal(size=(args.batch_size, height, width, shape[-1])).astype("float32")
+        result = exporting.compare(model, artifact, images)
+        worst = max(worst, result["max_abs_diff"])
+        detail = ", ".join(f"{key} {diff:.1e}" for key, _, _, diff in result["outputs"])
+        print(
+            f"Checked in {runtime[args.format]} on {args.batch_size} random {height}x{width} images: "
+            f"max |difference| to Keras {result['max_abs_diff']:.1e} ({detail}); "
+            f"{result['artifact_seconds'] * 1e3:.0f} ms per batch there, {result['keras_seconds'] * 1e3:.0f} ms in Keras."
+        )
+    if not np.isfinite(worst) or worst > args.tolerance:
+        print(
+            f"swinv2 export: the artifact differs from the Keras model by {worst:.1e} > --tolerance {args.tolerance}."
+        )
+        return 1
+    print(f"OK: within {args.tolerance:g}. {os.path.abspath(args.output)}")
+    return 0

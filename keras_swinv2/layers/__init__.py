@@ -4,7 +4,7 @@ from keras_swinv2.backend import l2_normalize
 from keras_swinv2.layers.initializers import TruncatedNormal
 from keras_swinv2.layers.attention import WindowAttention
 from keras_swinv2.layers.block import BlockOptions, DropPath, Mlp, SwinV2Block
-from keras_swinv2.layers.linear import Linear
+from keras_swinv2.layers.linear import LayerNorm, Linear
 from keras_swinv2.layers.patch_embedding import PatchEmbedding
 from keras_swinv2.layers.patch_merging import PatchMerging
 from keras_swinv2.layers.position_bias import (
@@ -34,6 +34,7 @@ __all__ = [
     "DropPath",
     "Mlp",
     "SwinV2Block",
+    "LayerNorm",
     "Linear",
     "PatchEmbedding",
     "PatchMerging",

@@ -12,10 +12,11 @@ from keras_swinv2.layers.attention import (
     WindowAttention,
     apply_dropout,
 )
-from keras_swinv2.layers.linear import Linear
+from keras_swinv2.layers.linear import LayerNorm, Linear
 from keras_swinv2.layers.patch_embedding import LAYER_NORM_EPSILON
 from keras_swinv2.layers.initializers import TruncatedNormal
 from keras_swinv2.layers.windows import (
+    cyclic_shift,
     effective_window,
     pad_to_multiple,
     region_mask,
@@ -287,16 +288,14 @@ class SwinV2Block(keras.layers.Layer):
         self.options = options
 
         gamma = "zeros" if options.norm_position == "post" else "ones"
-        self.norm1 = keras.layers.LayerNormalization(
+        self.norm1 = LayerNorm(
             epsilon=LAYER_NORM_EPSILON, gamma_initializer=gamma, dtype=self.dtype_policy, name="norm1"
         )
-        self.norm2 = keras.layers.LayerNormalization(
+        self.norm2 = LayerNorm(
             epsilon=LAYER_NORM_EPSILON, gamma_initializer=gamma, dtype=self.dtype_policy, name="norm2"
         )
         self.norm3 = (
-            keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm3")
-            if extra_norm
-            else None
+            LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm3") if extra_norm else None
         )
         self.mlp = Mlp(
             dim,
@@ -351,12 +350,12 @@ class SwinV2Block(keras.layers.Layer):
         x, padded_h, padded_w = pad_to_multiple(x, w)
         regions = None
         if s > 0:
-            x = ops.roll(x, shift=(-s, -s), axis=(1, 2))
+            x = cyclic_shift(x, -s)
             regions = shifted_window_regions(padded_h, padded_w, w, s)
         windows = self._attend(window_partition(x, w), regions, padded_h * padded_w // (w * w), training)
         x = window_merge(windows, w, padded_h, padded_w)
         if s > 0:
-            x = ops.roll(x, shift=(s, s), axis=(1, 2))
+            x = cyclic_shift(x, s)
         return x[:, :height, :width, :]  # drop the padding (a no-op view when there is none)
 
     def _attend(self, windows, regions, num_windows, training):

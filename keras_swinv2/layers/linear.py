@@ -1,4 +1,4 @@
-"""A Dense layer that stays one fused GEMM on the torch backend."""
+"""Dense and LayerNormalization with one forward path per backend (keras_swinv2.backend)."""
 
 import keras
 
@@ -33,3 +33,18 @@ class Linear(keras.layers.Dense):
                 f"use_bias={self.use_bias}, activation={self.activation.__name__}."
             )
         return backend.dense(self, inputs, bias, lambda x: keras.layers.Dense.call(self, x, training=training))
+
+
+@keras.saving.register_keras_serializable(package="keras_swinv2")
+class LayerNorm(keras.layers.LayerNormalization):
+    """`keras.layers.LayerNormalization` (same weights, config and results) over the last axis.
+
+    The forward pass is `keras_swinv2.backend.layer_norm`: on torch one
+    `layer_norm` kernel whose normalized shape is the layer's static width
+    (Keras reads it from the input's shape, which the TorchScript ONNX
+    exporter records as a dynamic value and then cannot export); elsewhere
+    plain LayerNormalization.
+    """
+
+    def call(self, inputs):
+        return backend.layer_norm(self, inputs, lambda x: keras.layers.LayerNormalization.call(self, x))

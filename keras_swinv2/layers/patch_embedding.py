@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_swinv2.layers.linear import LayerNorm
 from keras_swinv2.layers.windows import pad_to_multiple
 from keras_swinv2.layers.initializers import TruncatedNormal
 
@@ -48,11 +49,7 @@ class PatchEmbedding(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="proj",
         )
-        self.norm = (
-            keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm")
-            if use_norm
-            else None
-        )
+        self.norm = LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm") if use_norm else None
 
     def _check_shape(self, shape):
         if len(shape) != 4 or (shape[-1] is not None and shape[-1] != self.in_channels):

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_swinv2.layers.linear import Linear
+from keras_swinv2.layers.linear import LayerNorm, Linear
 from keras_swinv2.layers.patch_embedding import LAYER_NORM_EPSILON
 from keras_swinv2.layers.windows import pad_to_multiple
 from keras_swinv2.layers.initializers import TruncatedNormal
@@ -44,7 +44,7 @@ class PatchMerging(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="reduction",
         )
-        self.norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm")
+        self.norm = LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=self.dtype_policy, name="norm")
 
     def build(self, input_shape):
         if len(input_shape) != 4 or input_shape[-1] != self.dim:

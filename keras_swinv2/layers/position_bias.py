@@ -69,7 +69,7 @@ def _gather_bias(table, index, window_size):
     backward pass on CPU: heap corruption on the second training step.)
     """
     n = window_size[0] * window_size[1]
-    gathered = ops.take(ops.transpose(table), index, axis=1)
+    gathered = backend.take_columns(ops.transpose(table), index)
     return ops.reshape(gathered, (-1, n, n))
 
 

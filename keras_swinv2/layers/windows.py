@@ -32,11 +32,38 @@ def pad_to_multiple(x, multiple):
         needed (statically known).
     """
     _, height, width, _ = ops.shape(x)
-    pad_h, pad_w = (-height) % multiple, (-width) % multiple
-    if isinstance(pad_h, int) and isinstance(pad_w, int) and pad_h == pad_w == 0:
+    # Written as ceil(side / multiple) * multiple with non-negative operands:
+    # with symbolic sizes (a JAX export with dynamic height/width) the padded
+    # side is then provably a multiple, which the reshapes into windows need,
+    # and tf2onnx maps floor division of negative ints to a truncating Div.
+    padded_h = (height + multiple - 1) // multiple * multiple
+    padded_w = (width + multiple - 1) // multiple * multiple
+    if isinstance(height, int) and isinstance(width, int) and (padded_h, padded_w) == (height, width):
         return x, height, width
-    x = ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
-    return x, height + pad_h, width + pad_w
+    x = ops.pad(x, [[0, 0], [0, padded_h - height], [0, padded_w - width], [0, 0]])
+    return x, padded_h, padded_w
+
+
+def cyclic_shift(x, shift):
+    """Rolls a `(batch, height, width, channels)` map by `shift` rows and columns.
+
+    `ops.roll(x, (shift, shift), axis=(1, 2))`, written as two slices and a
+    concatenation per axis: the same data movement, and ops every exporter
+    maps to builtins (`tf.Roll` is not a LiteRT builtin op). `|shift|` must be
+    smaller than both sides; height and width may be dynamic.
+
+    Args:
+        x: tensor `(batch, height, width, channels)`.
+        shift: int; positive moves content down/right, as `ops.roll`.
+
+    Returns:
+        Tensor of the same shape.
+    """
+    if shift == 0:
+        return x
+    # shift > 0: the last `shift` rows come first; shift < 0: the first `-shift` rows go last
+    x = ops.concatenate([x[:, -shift:], x[:, :-shift]], axis=1)
+    return ops.concatenate([x[:, :, -shift:], x[:, :, :-shift]], axis=2)
 
 
 def window_partition(x, window_size):
@@ -99,7 +126,7 @@ def shifted_window_regions(height, width, window_size, shift_size):
 
     def regions(size, window, shift):
         # 0: [0, size - window), 1: [size - window, size - shift), 2: [size - shift, size)
-        idx = ops.arange(size)
+        idx = ops.arange(0, size)  # (0, size): jax2onnx cannot trace arange(stop)
         return ops.cast(idx >= size - window, "int32") + ops.cast(idx >= size - shift, "int32")
 
     region = regions(height, wh, sh)[:, None] * 3 + regions(width, ww, sw)[None, :]

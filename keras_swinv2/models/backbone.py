@@ -4,7 +4,9 @@ import numpy as np
 
 import keras
 
+from keras_swinv2.export import Exportable
 from keras_swinv2.layers.block import BlockOptions, _check_rate
+from keras_swinv2.layers.linear import LayerNorm
 from keras_swinv2.layers.patch_embedding import LAYER_NORM_EPSILON, PatchEmbedding
 from keras_swinv2.layers.patch_merging import PATCH_MERGING_VERSIONS
 from keras_swinv2.layers.stage import SwinV2Stage
@@ -68,7 +70,7 @@ def head_policy(policy):
 
 
 @keras.saving.register_keras_serializable(package="keras_swinv2")
-class SwinV2Backbone(keras.Model):
+class SwinV2Backbone(Exportable, keras.Model):
     """Swin Transformer V2 (Liu et al., CVPR 2022) backbone, a functional Keras model.
 
     Data path: `PatchEmbedding` (patch_size conv + LayerNorm) -> one
@@ -224,7 +226,7 @@ class SwinV2Backbone(keras.Model):
                 name=f"stage_{i}",
             )(x)
             pyramid[f"P{i + 2}"] = x
-        x = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, dtype=policy, name="norm")(x)
+        x = LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=policy, name="norm")(x)
         if pooling == "avg":
             x = keras.layers.GlobalAveragePooling2D(dtype=head_policy(policy), name="avg_pool")(x)
         elif pooling == "max":
@@ -236,7 +238,9 @@ class SwinV2Backbone(keras.Model):
         # Functional models drop `dtype`; the model's own policy is what `compile` reads to
         # wrap the optimizer in a LossScaleOptimizer under mixed_float16.
         self.dtype_policy = policy
-        self.pyramid_outputs = pyramid
+        # a plain dict, not one Keras' attribute tracking wraps: `keras.Model(backbone.inputs,
+        # backbone.pyramid_outputs)` then returns a dict that jax.jit (and its exporters) accept
+        object.__setattr__(self, "pyramid_outputs", pyramid)
         self.embed_dim = embed_dim
         self.depths = depths
         self.num_heads = num_heads

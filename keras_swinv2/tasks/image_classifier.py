@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_swinv2.export import Exportable
 from keras_swinv2.models import presets
 from keras_swinv2.models.backbone import SwinV2Backbone, head_policy
 from keras_swinv2.layers.initializers import TruncatedNormal
@@ -10,7 +11,7 @@ POOLING_TYPES = ("avg", "max")
 
 
 @keras.saving.register_keras_serializable(package="keras_swinv2")
-class SwinV2ImageClassifier(keras.Model):
+class SwinV2ImageClassifier(Exportable, keras.Model):
     """Image classification on a SwinV2 backbone: pool -> [dropout] -> Dense.
 
     The official head: global average pooling of the backbone's final
