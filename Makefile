@@ -16,7 +16,7 @@ TEST_WORKERS ?= 2
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[tensorflow,jax,torch,demo,finetune,dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[tensorflow,jax,torch,demo,finetune,export,dev]"
 	$(BIN)/python -m pip install --quiet -c constraints.txt kagglehub kagglesdk tokenizers
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt keras-hub keras-cv
 	touch $(STAMP)

@@ -32,6 +32,12 @@ Implementations:
     hf-torch           HF transformers' Swinv2ForImageClassification, torch eager
     hf-torch-compile   the same under torch.compile
     timm-torch         timm's swin_transformer_v2 (skipped where timm does not import)
+    onnxruntime        the Keras model exported to ONNX from TensorFlow, run by ONNX Runtime
+    onnxruntime-int8   the same after ONNX Runtime's dynamic int8 quantization (weights int8,
+                       activations quantized per call)
+    openvino           exported to OpenVINO IR from TensorFlow, run by OpenVINO (f32 precision)
+    litert             exported to LiteRT from TensorFlow, run by ai-edge-litert's interpreter
+    The runtimes measure inference only; they are skipped for training.
 """
 
 import argparse
@@ -65,7 +71,14 @@ TUNED_MALLOC = (
 )
 MALLOC_SETTINGS = ("default", "tuned")
 TORCH_IMPLS = ("hf-torch", "hf-torch-compile", "timm-torch")
-IMPLS = tuple(KERAS_IMPLS) + TORCH_IMPLS
+# implementation -> (export format, post-training quantization)
+RUNTIME_IMPLS = {
+    "onnxruntime": ("onnx", None),
+    "onnxruntime-int8": ("onnx", "int8"),
+    "openvino": ("openvino", None),
+    "litert": ("litert", None),
+}
+IMPLS = tuple(KERAS_IMPLS) + TORCH_IMPLS + tuple(RUNTIME_IMPLS)
 ARCH = {
     "tiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
     "base": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
@@ -189,6 +202,36 @@ def _torch_step(impl, model_name, mode, dtype):
     return len(x), step
 
 
+def _runtime_step(impl, model_name, mode, dtype, threads):
+    """An exported artifact in its own runtime (exported from the TensorFlow backend)."""
+    import tempfile
+
+    if mode != "inference" or dtype != "float32":
+        raise ValueError(f"{impl} measures float32 inference only")
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    from keras_swinv2.export import FORMATS, export_model, load_artifact
+
+    fmt, quantization = RUNTIME_IMPLS[impl]
+    model, x, _ = keras_model_and_batch(model_name)
+    directory = tempfile.mkdtemp(prefix="swinv2-bench-")
+    path = export_model(model, os.path.join(directory, "model" + (FORMATS[fmt][0] or "")), fmt)
+    if quantization == "int8":
+        path = quantize_onnx_int8(path)
+    artifact = load_artifact(path, threads=threads)
+    return len(x), lambda: artifact(x)
+
+
+def quantize_onnx_int8(path):
+    """ONNX Runtime's dynamic int8 quantization (after its pre-processing); returns the new path."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared, quantized = path.replace(".onnx", ".pre.onnx"), path.replace(".onnx", ".int8.onnx")
+    quant_pre_process(path, prepared, skip_symbolic_shape=True)
+    quantize_dynamic(prepared, quantized, weight_type=QuantType.QInt8)
+    return quantized
+
+
 def malloc_environment(setting, environ):
     """The environment of every worker for a `--malloc` setting.
 
@@ -276,6 +319,8 @@ def worker(args):
 
         torch.set_num_threads(args.threads)
     build = _keras_step if args.impl in KERAS_IMPLS else _torch_step
+    if args.impl in RUNTIME_IMPLS:
+        build = lambda *a: _runtime_step(*a, threads=args.threads)  # noqa: E731
     start = time.perf_counter()
     try:
         batch, step = build(args.impl, args.model, args.mode, args.dtype)
@@ -353,6 +398,7 @@ def measure_group(impls, model, mode, dtype, args, env, malloc="default"):
     stays resident: SwinV2-T training with 7 of them took 18 of this machine's
     23 GiB and slowed JAX's step 3.5 -> 6.2 s (allocation under memory pressure).
     """
+    impls = [i for i in impls if i not in RUNTIME_IMPLS or (mode, dtype) == ("inference", "float32")]
     results = {impl: dict(impl=impl, model=model, mode=mode, dtype=dtype, malloc=malloc) for impl in impls}
     workers = {}
 
@@ -520,7 +566,18 @@ def _versions():
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for name in ("keras", "tensorflow-cpu", "tensorflow", "jax", "torch", "transformers", "timm"):
+    for name in (
+        "keras",
+        "tensorflow-cpu",
+        "tensorflow",
+        "jax",
+        "torch",
+        "transformers",
+        "timm",
+        "onnxruntime",
+        "openvino",
+        "ai-edge-litert",
+    ):
         try:
             found[name] = version(name)
         except PackageNotFoundError:

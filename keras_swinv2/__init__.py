@@ -1,6 +1,6 @@
 """keras-swinv2: the Swin Transformer V2 family for Keras 3 (TensorFlow, JAX, PyTorch)."""
 
-from keras_swinv2 import distribute, layers, simmim, training
+from keras_swinv2 import distribute, export, layers, simmim, training
 from keras_swinv2.applications import (
     SwinV2,
     SwinV2Base,
@@ -31,6 +31,7 @@ __all__ = [
     "SwinV2SimMIM",
     "copy_encoder_weights",
     "distribute",
+    "export",
     "layers",
     "set_trainable",
     "simmim",

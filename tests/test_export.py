@@ -145,3 +145,33 @@ def test_real_size_tiny_from_official_checkpoint_matches_pytorch_in_onnxruntime(
         want = reference(torch.from_numpy(x).permute(0, 3, 1, 2)).logits.numpy()
     assert got.shape == (2, 1000)
     assert np.max(np.abs(got - want)) <= TOLERANCE
+
+
+def test_cli_export_writes_checks_and_reports(tmp_path, capsys):
+    """`swinv2 export` of a saved .keras classifier: the artifact, its ports, its size and the difference."""
+    from keras_swinv2.cli import main
+
+    small_model().save(tmp_path / "small.keras")
+    fmt = "onnx"
+    output = tmp_path / NAMES[fmt]
+    args = ["export", "--model", str(tmp_path / "small.keras"), "--format", fmt, "--output", str(output)]
+    assert main([*args, "--batch-size", "3"]) == 0
+    out = capsys.readouterr().out
+    assert output.exists() and f"Wrote {output} (onnx, " in out
+    assert "input  images: (" in out and "Checked in onnxruntime on 3 random 32x32 images" in out
+    assert "OK: within 0.0001." in out
+    if BACKEND == "tensorflow":  # a dynamic size, checked at two sizes
+        assert main([*args, "--dynamic-size", "--image-size", "32", "--features"]) == 0
+        out = capsys.readouterr().out
+        assert "32x32 images" in out and "72x40 images" in out and "P2" in out and "P3" in out
+
+
+def test_cli_export_user_errors_are_one_line_exit_2(tmp_path, capsys):
+    from keras_swinv2.cli import main
+
+    assert main(["export", "--model", "tiny", "--format", "onnx", "--output", str(tmp_path / "m.tflite")]) == 2
+    assert "path ending in '.onnx'" in capsys.readouterr().err
+    assert main(["export", "--model", str(tmp_path / "none.keras"), "--format", "onnx", "--output", "m.onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "none.keras" in err
+    assert not os.listdir(tmp_path)

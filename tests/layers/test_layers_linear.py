@@ -68,3 +68,22 @@ def test_linear_equals_dense_under_mixed_bfloat16(use_bias):
         bias = np.random.default_rng(2).normal(size=(6,)).astype("float32")
         with_bias = keras.ops.convert_to_numpy(keras.ops.cast(linear(x, bias=bias), "float32"))
         np.testing.assert_allclose(with_bias, expected + bias, rtol=3e-2, atol=3e-2)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+def test_layer_norm_equals_keras_layer_normalization(dtype):
+    from keras_swinv2.layers import LayerNorm
+
+    x = np.random.default_rng(0).normal(size=(2, 3, 5, 8)).astype("float32") * 3 + 1
+    ours = LayerNorm(epsilon=1e-5, dtype=dtype)
+    theirs = keras.layers.LayerNormalization(epsilon=1e-5, dtype=dtype)
+    ours.build(x.shape), theirs.build(x.shape)
+    for layer in (ours, theirs):
+        layer.set_weights([np.linspace(0.5, 1.5, 8, dtype="float32"), np.linspace(-0.2, 0.2, 8, dtype="float32")])
+    a, b = ours(x), theirs(x)
+    assert a.dtype == b.dtype
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(keras.ops.cast(a, "float32")),
+        keras.ops.convert_to_numpy(keras.ops.cast(b, "float32")),
+        atol=1e-6 if dtype == "float32" else 1e-2,
+    )

@@ -103,3 +103,15 @@ def test_mask_and_windows_with_dynamic_spatial_dims_in_tf_function():
         np.testing.assert_array_equal(merged, x)
     # One trace served every size.
     assert fn.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("shift", [-3, -1, 2, 4])
+def test_cyclic_shift_is_roll(shift):
+    from keras_swinv2.layers.windows import cyclic_shift, pad_to_multiple
+
+    x = np.random.default_rng(0).standard_normal((2, 5, 7, 3)).astype("float32")
+    got = to_numpy(cyclic_shift(keras.ops.convert_to_tensor(x), shift))
+    np.testing.assert_array_equal(got, np.roll(x, (shift, shift), axis=(1, 2)))
+    padded, height, width = pad_to_multiple(keras.ops.convert_to_tensor(x), 4)
+    assert (height, width) == (8, 8) and to_numpy(padded).shape == (2, 8, 8, 3)
+    np.testing.assert_array_equal(to_numpy(padded)[:, :5, :7], x)
