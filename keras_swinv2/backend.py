@@ -89,16 +89,17 @@ def gelu(x):
     """Exact GELU, `x * Phi(x)` with `Phi` the standard normal CDF; any shape.
 
     The formulation differs per backend so that every exporter can map it:
-    - TensorFlow: `0.5 * x * (1 + erf(x / sqrt(2)))`. TensorFlow's own `gelu`
-      goes through `erfc`, which has no ONNX operator (tf2onnx writes an
-      invalid `Erfc` node); XLA's `erf` expansion is also the cheaper one.
+    - TensorFlow: `0.5 * x * (1 + erf(x / sqrt(2)))`, op for op the pattern
+      ONNX Runtime fuses into one `Gelu` kernel. TensorFlow's own `gelu` goes
+      through `erfc`, which has no ONNX operator (tf2onnx writes an invalid
+      `Erfc` node); XLA's `erf` expansion is also the cheaper one.
     - JAX: `jax.nn.gelu`, through `erfc`. `lax.erf` lowers to a StableHLO
       `composite` that TensorFlow's `XlaCallModule` (the JAX SavedModel
       export) cannot read; `erf` would be ~3% faster (docs/performance.md).
     - PyTorch: the fused `gelu` kernel (ONNX `Gelu`).
     """
     if name() == "tensorflow":
-        return 0.5 * x * (1.0 + ops.erf(x * math.sqrt(0.5)))
+        return 0.5 * x * (1.0 + ops.erf(x / math.sqrt(2.0)))
     return keras.activations.gelu(x, approximate=False)
 
 
@@ -204,7 +205,13 @@ def cosine_query_key(qkv, q, k, num_heads, scale, epsilon=1e-12):
     eager SwinV2-T's first-stage normalization 16.5 -> 9 ms per block.
     """
     if name() != "torch":
-        return l2_normalize(ops.cast(q, "float32"), epsilon) * scale, l2_normalize(ops.cast(k, "float32"), epsilon)
+        # 1 / max(||x||, eps) as rsqrt(max(||x||^2, eps^2)); the temperature joins the queries'
+        # (windows, heads, N, 1) reciprocal norms, not the whole queries (a pass fewer when unfused)
+        q, k = ops.cast(q, "float32"), ops.cast(k, "float32")
+        q_inv, k_inv = (
+            ops.rsqrt(ops.maximum(ops.sum(t * t, axis=-1, keepdims=True), epsilon * epsilon)) for t in (q, k)
+        )
+        return q * (q_inv * scale), k * k_inv
     import torch
 
     windows, n, channels = qkv.shape
@@ -251,10 +258,13 @@ def dense(layer, inputs, bias, dense_call):
     the transposed view took 151 ms for `(8192, 96) @ (96, 288)`, with the copy
     42 ms (SwinV2-T batch-1 bfloat16 forward 6.9 -> 1.0 s).
 
-    On JAX, inputs of rank 3 and up are multiplied as one `(rows, input_dim)`
-    matrix: the kernel gradient of the product on `(..., input_dim)` contracts
-    several leading axes, and XLA's CPU compiler transposes a whole activation
-    to do that (SwinV2-T forward + backward 2.73 -> 2.35 s).
+    On JAX and TensorFlow, inputs of rank 3 and up are multiplied as one
+    `(rows, input_dim)` matrix, bias added before the reshape back: the kernel
+    gradient of the product on `(..., input_dim)` contracts several leading
+    axes, and XLA's CPU compiler transposes a whole activation to do that
+    (JAX SwinV2-T forward + backward 2.73 -> 2.35 s); and in an exported graph
+    a 2-D product followed by its bias is one `Gemm` for ONNX Runtime (Keras'
+    TensorFlow `Dense` adds the bias after reshaping back).
     """
     backend = name()
     if backend == "torch" and not layer.lora_enabled and layer.quantization_mode is None:
@@ -270,8 +280,10 @@ def dense(layer, inputs, bias, dense_call):
         x = F.linear(inputs, kernel, bias)
         return layer.activation(x) if layer.activation is not None else x
     shape = ops.shape(inputs)
-    if backend == "jax" and len(shape) > 2:
+    if backend in ("jax", "tensorflow") and len(shape) > 2:
         x = dense_call(ops.reshape(inputs, (-1, shape[-1])))
+        if bias is not None:
+            x, bias = x + ops.cast(bias, x.dtype), None
         x = ops.reshape(x, (*shape[:-1], layer.units))
     else:
         x = dense_call(inputs)
@@ -286,20 +298,35 @@ def layer_norm(layer, inputs, norm_call):
         inputs: tensor `(..., width)`.
         norm_call: `keras.layers.LayerNormalization.call` bound to `layer`.
 
+    As in Keras, it computes in at least float32.
+
     On torch, `torch.nn.functional.layer_norm` with the normalized shape
     `(width,)` taken from the layer's weights, a Python int: Keras takes it
     from `inputs.shape`, which TorchScript's ONNX export traces as a dynamic
     value and then refuses as an argument ("Failed to export ... because it
-    is not constant"). As in Keras, it computes in at least float32.
-    """
-    if name() != "torch" or not (layer.center and layer.scale) or layer.rms_scaling:
-        return norm_call(inputs)
-    import torch
-    import torch.nn.functional as F
+    is not constant").
 
-    x = inputs if inputs.dtype in (torch.float32, torch.float64) else inputs.float()
-    width = (int(layer.gamma.shape[-1]),)
-    out = F.layer_norm(x, width, layer.gamma.value.to(x.dtype), layer.beta.value.to(x.dtype), layer.epsilon)
+    On TensorFlow, the textbook form `(x - mean) / sqrt(var + eps) * gamma +
+    beta`, op for op the pattern ONNX Runtime and OpenVINO fuse into one
+    layer-norm kernel; Keras' own form (`x * inv + (beta - mean * inv)`) is
+    left as a dozen elementwise ops in an exported graph. XLA fuses either.
+    """
+    backend = name()
+    if backend == "jax" or not (layer.center and layer.scale) or layer.rms_scaling:
+        return norm_call(inputs)
+    if backend == "torch":
+        import torch
+        import torch.nn.functional as F
+
+        x = inputs if inputs.dtype in (torch.float32, torch.float64) else inputs.float()
+        width = (int(layer.gamma.shape[-1]),)
+        out = F.layer_norm(x, width, layer.gamma.value.to(x.dtype), layer.beta.value.to(x.dtype), layer.epsilon)
+        return ops.cast(out, layer.compute_dtype)
+    x = ops.cast(inputs, "float32") if inputs.dtype in ("float16", "bfloat16") else inputs
+    # the axis as a 1-D list: OpenVINO's layer-norm (MVN) fusion fails on a scalar axes constant
+    centered = x - ops.mean(x, axis=[-1], keepdims=True)
+    variance = ops.mean(ops.power(centered, 2.0), axis=[-1], keepdims=True)
+    out = centered / ops.sqrt(variance + layer.epsilon) * ops.cast(layer.gamma, x.dtype) + ops.cast(layer.beta, x.dtype)
     return ops.cast(out, layer.compute_dtype)
 
 

@@ -61,7 +61,7 @@ def test_artifact_in_its_runtime_equals_keras(fmt, tmp_path):
     assert diff <= TOLERANCE, result
 
 
-DYNAMIC = {"tensorflow": ["tf_saved_model", "onnx"], "jax": ["tf_saved_model"], "torch": []}[BACKEND]
+DYNAMIC = {"tensorflow": ["tf_saved_model", "onnx", "openvino"], "jax": ["tf_saved_model"], "torch": []}[BACKEND]
 
 
 @pytest.mark.parametrize("fmt", DYNAMIC)
