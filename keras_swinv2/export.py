@@ -181,20 +181,47 @@ def export_model(model, filepath, format="tf_saved_model", verbose=None, input_s
     temporary = temporary_path(filepath)
     if FORMATS[format][0] is None:
         os.remove(temporary)  # a SavedModel is a directory: the unique name is what is needed
+    leftovers = _artifact_files(temporary, format)
     try:
         keras.Model.export(model, temporary, format, verbose=bool(verbose), input_signature=input_signature, **kwargs)
+        if format == "onnx":
+            leftovers += _onnx_external_files(temporary)
+            if len(leftovers) > 1:
+                _inline_onnx(temporary)
         if format == "tf_saved_model" and os.path.isdir(filepath):
             shutil.rmtree(filepath)
         for source, target in zip(_artifact_files(temporary, format), _artifact_files(filepath, format)):
             if os.path.exists(source):
                 os.replace(source, target)
     finally:
-        for leftover in _artifact_files(temporary, format):
+        for leftover in leftovers:
             if os.path.isdir(leftover):
                 shutil.rmtree(leftover, ignore_errors=True)
             elif os.path.exists(leftover):
                 os.remove(leftover)
     return filepath
+
+
+def _onnx_external_files(path):
+    """The external-data files an ONNX file refers to (jax2onnx writes the weights of large models there)."""
+    import onnx
+
+    graph = onnx.load(path, load_external_data=False).graph
+    names = {e.value for t in graph.initializer for e in t.external_data if e.key == "location"}
+    return [os.path.join(os.path.dirname(path), name) for name in sorted(names)]
+
+
+def _inline_onnx(path):
+    """Rewrites an ONNX file with its external weights inside: one self-contained file, whatever it is renamed to."""
+    import onnx
+
+    model = onnx.load(path)  # reads the external data
+    if model.ByteSize() >= 2**31 - 2**20:
+        raise ValueError(
+            f"The ONNX model is {model.ByteSize() / 1e9:.1f} GB with its weights, over protobuf's 2 GB for one "
+            "file; export from the TensorFlow or torch backend."
+        )
+    onnx.save(model, path)
 
 
 class Exportable:

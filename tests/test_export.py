@@ -175,3 +175,28 @@ def test_cli_export_user_errors_are_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "none.keras" in err
     assert not os.listdir(tmp_path)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="backend-independent, runs once")
+def test_onnx_external_weights_are_pulled_into_the_file(tmp_path):
+    """jax2onnx writes a large model's weights to a side file named after the temporary path: inlined."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.arange(4096, dtype="float32").reshape(64, 64), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 64])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 64])],
+        [weight],
+    )
+    path = tmp_path / ".m.partial.onnx"
+    onnx.save(helper.make_model(graph), path, save_as_external_data=True, size_threshold=0, location="w.bin")
+    assert exporting._onnx_external_files(str(path)) == [str(tmp_path / "w.bin")]
+    exporting._inline_onnx(str(path))
+    os.remove(tmp_path / "w.bin")
+    os.replace(path, tmp_path / "m.onnx")
+    assert exporting._onnx_external_files(str(tmp_path / "m.onnx")) == []
+    x = np.ones((2, 64), "float32")
+    np.testing.assert_allclose(load_artifact(tmp_path / "m.onnx")(x)["y"], x @ numpy_helper.to_array(weight))
