@@ -246,10 +246,10 @@ def _export_model(args):
             classifier_activation=None if args.logits else "softmax",
             **overrides,
         )
+    backbone = model_parts(model)[0]
     if args.features:
-        backbone = model_parts(model)[0]
         model = keras.Model(backbone.inputs, backbone.pyramid_outputs, name=f"{backbone.name}_features")
-    return model
+    return model, backbone
 
 
 def export(args):
@@ -267,7 +267,7 @@ def export(args):
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}.")
     backend = keras.backend.backend()
-    model = _export_model(args)
+    model, backbone = _export_model(args)
     shape = tuple(model.inputs[0].shape[1:])
     signature = None
     if (args.format, backend) == ("onnx", "jax"):
@@ -300,6 +300,8 @@ def export(args):
             f"max |difference| to Keras {result['max_abs_diff']:.1e} ({detail}); "
             f"{result['artifact_seconds'] * 1e3:.0f} ms per batch there, {result['keras_seconds'] * 1e3:.0f} ms in Keras."
         )
+    if None in shape[:2]:
+        _note_dynamic_windows(backbone, sizes)
     if not np.isfinite(worst) or worst > args.tolerance:
         print(
             f"swinv2 export: the artifact differs from the Keras model by {worst:.1e} > --tolerance {args.tolerance}."
@@ -307,3 +309,23 @@ def export(args):
         return 1
     print(f"OK: within {args.tolerance:g}. {os.path.abspath(args.output)}")
     return 0
+
+
+def _note_dynamic_windows(backbone, sizes):
+    """Says where a dynamic-size model computes another function than a fixed-size model of that size."""
+    from keras_swinv2.layers.windows import stage_geometry
+
+    window, stages, patch = backbone.window_size, len(backbone.depths), backbone.patch_size
+    for size in sizes:
+        fixed = stage_geometry(size, window, stages, patch)
+        differ = [
+            f"stage {i + 1} ({h}x{w} tokens: window {win}, shift {shift})"
+            for i, ((h, w), win, shift) in enumerate(fixed)
+            if (win, shift) != (window, window // 2)
+        ]
+        if differ:
+            print(
+                f"note: a dynamic-size model keeps window {window} and shift {window // 2} in every stage; at "
+                f"{size[0]}x{size[1]} px a model built for that size uses {', '.join(differ)}, so their outputs "
+                f"differ there (export with --image-size {size[0]} to reproduce it; docs/export.md)."
+            )

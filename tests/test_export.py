@@ -164,6 +164,9 @@ def test_cli_export_writes_checks_and_reports(tmp_path, capsys):
         assert main([*args, "--dynamic-size", "--image-size", "32", "--features"]) == 0
         out = capsys.readouterr().out
         assert "32x32 images" in out and "72x40 images" in out and "P2" in out and "P3" in out
+        # at 32 px stage 2's 4 x 4 map is one window: a fixed-size model does not shift there
+        assert "note: a dynamic-size model keeps window 4 and shift 2" in out
+        assert "stage 2 (4x4 tokens: window 4, shift 0)" in out and "72x40 px" not in out
 
 
 def test_cli_export_user_errors_are_one_line_exit_2(tmp_path, capsys):
