@@ -108,10 +108,11 @@ def build_parser():
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser(
+    def command(name, **texts):
+        return sub.add_parser(name, parents=[common], formatter_class=_HelpFormatter, **texts)
+
+    p = command(
         "demo",
-        parents=[common],
-        formatter_class=_HelpFormatter,
         help="the main job: train a small SwinV2 on digits (about a minute on a CPU), classify held-out images",
         description="Trains a small SwinV2 (embed 32, depths 2-2-2, window 4, 32 px) on scikit-learn's digits "
         "from scratch, offline; or, with --weights, fine-tunes the pretrained SwinV2-T at 128 px (downloads "
@@ -138,10 +139,8 @@ def build_parser():
         erasing=0.0,
     )
 
-    p = sub.add_parser(
+    p = command(
         "finetune",
-        parents=[common],
-        formatter_class=_HelpFormatter,
         help="fine-tune a SwinV2 with model.fit (resumable)",
         description="Fine-tunes (or trains) a SwinV2 classifier with model.fit. Kill it at any point and "
         "rerun the same command: it resumes after the last finished epoch.",
@@ -151,10 +150,8 @@ def build_parser():
     p.add_argument("--output", required=True, help="run directory (an unfinished run there resumes)")
     _add_training_arguments(p)
 
-    p = sub.add_parser(
+    p = command(
         "pretrain",
-        parents=[common],
-        formatter_class=_HelpFormatter,
         help="SimMIM masked-image pre-training of a SwinV2 encoder (resumable)",
         description="SimMIM pre-training on unlabelled images; writes OUTPUT/encoder.keras for `swinv2 finetune "
         "--model OUTPUT/encoder.keras --weights none`. Rerun to resume.",
@@ -177,10 +174,8 @@ def build_parser():
     _add_run_arguments(p)
     p.add_argument("--output", required=True, help="run directory (an unfinished run there resumes)")
 
-    p = sub.add_parser(
+    p = command(
         "export",
-        parents=[common],
-        formatter_class=_HelpFormatter,
         help="export a SwinV2 to tf_saved_model, onnx, litert or openvino and check it in that runtime",
         description="Writes the model as a deployment artifact (Keras' model.export), then loads it in its own "
         "runtime (TensorFlow, onnxruntime, ai-edge-litert, OpenVINO), runs it on random images next to the "
@@ -212,10 +207,8 @@ def build_parser():
     )
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest difference accepted in the check")
 
-    p = sub.add_parser(
+    p = command(
         "predict",
-        parents=[common],
-        formatter_class=_HelpFormatter,
         help="classify images with pretrained weights, print the top-k",
         description="Classifies images with a pretrained SwinV2 (the weights are downloaded once and cached).",
     )

@@ -205,8 +205,9 @@ def _export_model(args):
     import keras
 
     import keras_swinv2
-    from keras_swinv2.models.backbone import SwinV2Backbone
+    from keras_swinv2.models.variants import VARIANTS
     from keras_swinv2.tasks.image_classifier import SwinV2ImageClassifier
+    from keras_swinv2.training.finetuning import rebuild_backbone
     from keras_swinv2.weights import copy_encoder_weights, load_keras_file, model_parts
 
     side = None if args.dynamic_size else args.image_size
@@ -221,10 +222,8 @@ def _export_model(args):
         model = source
         resize = args.dynamic_size or args.image_size or args.window_size
         if resize:
-            config = {k: v for k, v in backbone.get_config().items() if k not in ("name", "trainable", "dtype")}
-            config["image_shape"] = (side, side, backbone.image_shape[-1])
-            config["window_size"] = args.window_size or backbone.window_size
-            backbone = SwinV2Backbone(**config)
+            overrides = {"window_size": args.window_size} if args.window_size else {}
+            backbone = rebuild_backbone(backbone, (side, side, backbone.image_shape[-1]), **overrides)
             model = backbone
         if head is not None and (resize or args.logits) and not args.features:
             activation = None if args.logits else source.get_config().get("activation")
@@ -233,10 +232,8 @@ def _export_model(args):
             copy_encoder_weights(source, model, head=head is not None and model is not backbone)
     else:
         overrides = {"window_size": args.window_size} if args.window_size else {}
-        if args.model not in ("tiny", "small", "base", "large", "huge", "giant"):
-            raise ValueError(
-                f"--model must be tiny, small, base, large, huge, giant or a .keras file; got {args.model!r}."
-            )
+        if args.model not in VARIANTS:
+            raise ValueError(f"--model must be one of {sorted(VARIANTS)} or a .keras file; got {args.model!r}.")
         builder = getattr(keras_swinv2, f"SwinV2{args.model.capitalize()}")
         input_shape = (side, side, 3) if (side or args.dynamic_size) else None
         weights = None if args.weights in (None, "none") else args.weights

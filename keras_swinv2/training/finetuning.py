@@ -96,21 +96,22 @@ def build_model(config, num_classes):
     )
 
 
-def _from_keras_file(path, num_classes, image_size, overrides, drop_path_rate):
-    """A classifier initialised from a saved SwinV2 (classifier, backbone or SimMIM model)."""
-    source = load_keras_file(path)
-    try:
-        backbone, head = model_parts(source)
-    except TypeError:
-        raise ValueError(f"{path} holds a {type(source).__name__}, not a SwinV2 model.") from None
+def rebuild_backbone(backbone, image_shape=None, drop_path_rate=None, **overrides):
+    """A new `SwinV2Backbone` with `backbone`'s architecture, at another input shape or window.
+
+    The weights are not copied (`copy_encoder_weights` does that). When the window changes and
+    `backbone` records no pretrained windows, its CPB was trained at its own per-stage windows,
+    which become `pretrained_window_sizes`.
+    """
     arch = {
         k: v
         for k, v in backbone.get_config().items()
         if k not in ("name", "trainable", "dtype", "pooling", "input_tensor")
     }
-    arch.update(drop_path_rate=drop_path_rate)
-    if image_size:
-        arch["image_shape"] = (image_size, image_size, backbone.image_shape[-1])
+    if drop_path_rate is not None:
+        arch["drop_path_rate"] = drop_path_rate
+    if image_shape is not None:
+        arch["image_shape"] = tuple(image_shape)
     arch.update(overrides)
     if arch["window_size"] != backbone.window_size and not any(backbone.pretrained_window_sizes):
         # the source's CPB was trained at its own (possibly shrunk) per-stage windows
@@ -118,7 +119,19 @@ def _from_keras_file(path, num_classes, image_size, overrides, drop_path_rate):
             backbone.image_shape[:2], backbone.window_size, len(backbone.depths), backbone.patch_size
         )
         arch["pretrained_window_sizes"] = tuple(window for _, window, _ in geometry)
-    model = SwinV2ImageClassifier(SwinV2Backbone(**arch), num_classes, activation="softmax")
+    return SwinV2Backbone(**arch)
+
+
+def _from_keras_file(path, num_classes, image_size, overrides, drop_path_rate):
+    """A classifier initialised from a saved SwinV2 (classifier, backbone or SimMIM model)."""
+    source = load_keras_file(path)
+    try:
+        backbone, head = model_parts(source)
+    except TypeError:
+        raise ValueError(f"{path} holds a {type(source).__name__}, not a SwinV2 model.") from None
+    image_shape = (image_size, image_size, backbone.image_shape[-1]) if image_size else None
+    rebuilt = rebuild_backbone(backbone, image_shape, drop_path_rate, **overrides)
+    model = SwinV2ImageClassifier(rebuilt, num_classes, activation="softmax")
     # a trained classifier for the same classes keeps its head (e.g. moved to a larger window)
     copy_encoder_weights(source, model, head=head is not None and head.units == num_classes)
     return model
