@@ -13,7 +13,7 @@ from keras_swinv2.applications import (
 from keras_swinv2.data import decode_predictions, imagenet_classes, preprocess_input
 from keras_swinv2.models import SwinV2Backbone
 from keras_swinv2.simmim import SwinV2SimMIM
-from keras_swinv2.tasks import SwinV2ImageClassifier
+from keras_swinv2.tasks import SwinV2ImageClassifier, SwinV2ImageSegmenter
 from keras_swinv2.training import set_trainable, swinv2_adamw
 from keras_swinv2.version import __version__
 from keras_swinv2.weights import copy_encoder_weights, load_weights
@@ -22,6 +22,7 @@ __all__ = [
     "SwinV2",
     "SwinV2Backbone",
     "SwinV2ImageClassifier",
+    "SwinV2ImageSegmenter",
     "SwinV2Tiny",
     "SwinV2Small",
     "SwinV2Base",

@@ -349,6 +349,18 @@ def take_columns(table, index):
 # === Control flow ===
 
 
+def resize_images(images, size, interpolation):
+    """`keras.ops.image.resize` without antialiasing, to a size that may be known only at run
+    time: Keras' op needs Python ints, which a TF graph of a model built for any input size
+    does not have; tf.image.resize takes the size as a tensor (same half-pixel sampling)."""
+    if name() == "tensorflow":
+        import tensorflow as tf
+
+        resized = tf.image.resize(images, tf.stack(size), method=interpolation)
+        return tf.cast(resized, images.dtype)
+    return ops.image.resize(images, size, interpolation=interpolation, antialias=False)
+
+
 def map_sequentially(function, elements):
     """`keras.ops.map` with one iteration at a time on every backend.
 

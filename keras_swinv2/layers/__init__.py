@@ -7,6 +7,7 @@ from keras_swinv2.layers.block import BlockOptions, DropPath, Mlp, SwinV2Block
 from keras_swinv2.layers.linear import LayerNorm, Linear
 from keras_swinv2.layers.patch_embedding import PatchEmbedding
 from keras_swinv2.layers.patch_merging import PatchMerging
+from keras_swinv2.layers.pyramid import AdaptiveAveragePooling, ResizeLike
 from keras_swinv2.layers.position_bias import (
     ContinuousPositionBias,
     RelativePositionBiasTable,
@@ -45,6 +46,8 @@ __all__ = [
     "relative_position_table_window",
     "resize_relative_position_table",
     "SwinV2Stage",
+    "AdaptiveAveragePooling",
+    "ResizeLike",
     "effective_window",
     "region_mask",
     "shifted_window_mask",

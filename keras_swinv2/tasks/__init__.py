@@ -1,7 +1,9 @@
 """Task models on a `SwinV2Backbone`: each wraps the backbone and never reaches into it."""
 
 from keras_swinv2.tasks.image_classifier import SwinV2ImageClassifier
+from keras_swinv2.tasks.image_segmenter import SwinV2ImageSegmenter
 
 __all__ = [
     "SwinV2ImageClassifier",
+    "SwinV2ImageSegmenter",
 ]
