@@ -145,9 +145,25 @@ def build_parser():
         description="Fine-tunes (or trains) a SwinV2 classifier with model.fit. Kill it at any point and "
         "rerun the same command: it resumes after the last finished epoch.",
     )
+    p.add_argument(
+        "--task",
+        choices=["classification", "segmentation", "detection"],
+        default="classification",
+        help="classifier; UperNet segmenter (--data digits: digit scenes, tfds:oxford_iiit_pet); RetinaNet "
+        "detector (digits, tfds:voc/2007, tfds:oxford_iiit_pet)",
+    )
     p.add_argument("--model", default="tiny", help="tiny | small | base | large | huge | giant | a .keras file")
     p.add_argument("--weights", default="imagenet1k", help="imagenet1k | imagenet22k | ... | a checkpoint file | none")
     p.add_argument("--output", required=True, help="run directory (an unfinished run there resumes)")
+    p.add_argument("--head-channels", type=int, default=None, help="segmentation: UperNet channels (default 512)")
+    p.add_argument("--auxiliary-head", action="store_true", help="segmentation: train with the FCN head on P4")
+    p.add_argument(
+        "--scale-jitter",
+        type=float,
+        nargs=2,
+        default=(0.75, 1.25),
+        help="segmentation/detection: random rescale range (the crop-scale/mixup/... options are for classification)",
+    )
     _add_training_arguments(p)
 
     p = command(

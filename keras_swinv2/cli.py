@@ -17,15 +17,34 @@ def _finetune_config(args, **fixed):
     from keras_swinv2.training import FinetuneConfig
 
     architecture = _architecture(args)
-    augmentation = {
-        "crop_scale": tuple(args.crop_scale) if args.crop_scale else None,
-        "flip": not args.no_flip,
-        "randaugment": args.randaugment or None,
-        "erasing": args.erasing or None,
-        "mixup": args.mixup or None,
-        "cutmix": args.cutmix or None,
-    }
+    task = getattr(args, "task", "classification")
+    head = {}
+    if task == "classification":
+        augmentation = {
+            "crop_scale": tuple(args.crop_scale) if args.crop_scale else None,
+            "flip": not args.no_flip,
+            "randaugment": args.randaugment or None,
+            "erasing": args.erasing or None,
+            "mixup": args.mixup or None,
+            "cutmix": args.cutmix or None,
+        }
+    else:
+        augmentation = {"flip": not args.no_flip, "scale": tuple(args.scale_jitter) if args.scale_jitter else None}
+    for option, value, wanted in (
+        (
+            "--head-channels",
+            getattr(args, "head_channels", None),
+            {"head_channels": getattr(args, "head_channels", None)},
+        ),
+        ("--auxiliary-head", getattr(args, "auxiliary_head", False), {"auxiliary_head": True}),
+    ):
+        if value:
+            if task != "segmentation":
+                raise ValueError(f"{option} is an option of --task segmentation; got --task {task}.")
+            head.update(wanted)
     settings = dict(
+        task=task,
+        head=head or None,
         data=args.data,
         data_dir=args.data_dir,
         model=getattr(args, "model", "tiny"),
@@ -63,7 +82,7 @@ def finetune(args):
     config = _finetune_config(args)
     print(f"Backend: {keras.backend.backend()}; output: {args.output}")
     model, data, history = run(config, args.output, verbose=args.verbose)
-    _report(history, args.output)
+    _report(history, args.output, config.task)
     return 0
 
 
@@ -106,10 +125,14 @@ def pretrain(args):
     return 0
 
 
-def _report(history, output):
-    best = max(history, key=lambda row: row.get("val_accuracy", -1.0))
+def _report(history, output, task="classification"):
+    from keras_swinv2.training.finetuning import MONITORS
+
+    monitor = MONITORS[task]
+    name = {"val_accuracy": "accuracy", "val_mean_iou": "mean IoU", "val_ap50": "AP@0.5"}[monitor]
+    best = max(history, key=lambda row: row.get(monitor, -1.0))
     print(
-        f"\nBest validation accuracy {best['val_accuracy']:.2%} (epoch {best['epoch']} of "
+        f"\nBest validation {name} {best[monitor]:.2%} (epoch {best['epoch']} of "
         f"{len(history)}); saved {output}/best.keras, log.csv, curves.png"
     )
     return best

@@ -453,7 +453,7 @@ def _batches(data):
 class DetectionAveragePrecision(keras.callbacks.Callback):
     """Writes the box AP on a validation set into the epoch logs, for other callbacks to use.
 
-    At the end of every epoch it runs `model.predict_on_batch` over
+    At the end of every epoch it runs `model.predict` (batch by batch) over
     `validation_data`, computes `average_precision` and sets
     `logs[name] = AP` (a float), so `CSVLogger`, `ModelCheckpoint(monitor=name)`,
     `EarlyStopping`, `ResumableTraining(monitor=name)` and `History` see it.
@@ -502,7 +502,9 @@ class DetectionAveragePrecision(keras.callbacks.Callback):
                     f"got a {type(batch).__name__}" + (f" of length {len(batch)}" if hasattr(batch, "__len__") else "")
                 )
             images, targets = batch[0], batch[1]
-            outputs = self.model.predict_on_batch(images)
+            # `predict`, not `predict_on_batch`: keras-hub 0.32 detectors fail in predict_on_batch on
+            # TensorFlow (their predict_step unpacks a 1-tuple of images as (images, targets))
+            outputs = self.model.predict(images, batch_size=len(images), verbose=0)
             if not isinstance(outputs, dict) or not {"boxes", "labels", "confidence"} <= set(outputs):
                 got = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
                 raise ValueError(

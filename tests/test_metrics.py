@@ -404,7 +404,7 @@ def test_keras_mean_iou_on_logits_equals_our_miou():
 
 
 class _FixedDetector(keras.Model):
-    """A trainable stand-in: `predict_on_batch` looks the detections up by the image index in x[:, 0]."""
+    """A trainable stand-in: `predict` looks the detections up by the image index in x[:, 0]."""
 
     def __init__(self, detections):
         super().__init__(name="fixed_detector")
@@ -415,14 +415,14 @@ class _FixedDetector(keras.Model):
     def call(self, x):
         return self.dense(x)
 
-    def predict_on_batch(self, x):
+    def predict(self, x, batch_size=None, verbose=0):
         self.calls += 1
         index = np.asarray(keras.ops.convert_to_numpy(x))[:, 0].astype(int)
         return {k: keras.ops.convert_to_tensor(v[index]) for k, v in self.detections.items()}
 
 
 class _LookupDetector(keras.Model):
-    """Predicts, through Keras' own `predict_on_batch`, the detections of the image index in x[:, 0]."""
+    """Predicts, through Keras' own `predict`, the detections of the image index in x[:, 0]."""
 
     def __init__(self, detections):
         super().__init__(name="lookup_detector")
@@ -457,7 +457,7 @@ def test_callback_writes_average_precision_into_the_logs():
     assert callback.result["per_class"] == pytest.approx(expected["per_class"], abs=1e-12)
     callback.on_epoch_end(1, logs)  # a list is re-iterable: the same value again
     assert model.calls == 8 and logs["val_ap"] == pytest.approx(expected["AP"], abs=1e-12)
-    # the same through Keras' predict_on_batch and the backend's tensors
+    # the same through Keras' predict and the backend's tensors
     callback.set_model(_LookupDetector(detections))
     logs = {}
     callback.on_epoch_end(2, logs)
@@ -496,7 +496,7 @@ def test_callback_rejects_what_it_cannot_use():
         def call(self, x):
             return x
 
-        def predict_on_batch(self, x):
+        def predict(self, x, batch_size=None, verbose=0):
             return np.zeros((len(x), 3))
 
     callback = metrics.DetectionAveragePrecision(_validation_batches(truths), num_classes=5)

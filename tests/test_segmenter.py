@@ -183,9 +183,7 @@ def test_segmenter_trains_and_round_trips(tmp_path):
     predictions = segmenter.predict(images, verbose=0)
     assert _numpy(predictions["logits"]).shape == (2, *shape[:2], NUM_CLASSES)
     inference = segmenter.inference_model()
-    np.testing.assert_allclose(
-        _numpy(inference.predict(images, verbose=0)), _numpy(predictions["logits"]), atol=1e-5
-    )
+    np.testing.assert_allclose(_numpy(inference.predict(images, verbose=0)), _numpy(predictions["logits"]), atol=1e-5)
 
     path = tmp_path / "segmenter.keras"
     segmenter.save(path)
@@ -220,9 +218,7 @@ def test_adaptive_average_pooling_matches_torch(shape):
     x = np.random.default_rng(0).normal(size=shape).astype("float32")
     for size in (1, 2, 3, 6):
         expected = torch.nn.AdaptiveAvgPool2d(size)(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-        np.testing.assert_allclose(
-            _numpy(AdaptiveAveragePooling(size)(x)), expected.transpose(0, 2, 3, 1), atol=1e-6
-        )
+        np.testing.assert_allclose(_numpy(AdaptiveAveragePooling(size)(x)), expected.transpose(0, 2, 3, 1), atol=1e-6)
 
 
 def test_resize_like_matches_torch_bilinear():
@@ -255,3 +251,21 @@ def test_segmenter_arguments_are_checked():
     )
     with pytest.raises(ValueError, match="four pyramid levels P2..P5; the backbone has 3 stages"):
         SwinV2ImageSegmenter(three_stages, NUM_CLASSES)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="backend-independent, runs once")
+def test_bad_masks_are_refused_before_training():
+    segmenter = SwinV2ImageSegmenter(_backbone((32, 32, 3)), NUM_CLASSES, **HEAD)
+    segmenter.compile()
+    images = _images((32, 32, 3))
+    masks = np.zeros((2, 32, 32), "int32")
+    masks[0, :2, :3] = 7
+    with pytest.raises(
+        ValueError, match=r"mask labels must be in \[0, 5\) or the ignore label 255; found 7 \(6 pixels\)"
+    ):
+        segmenter.fit(images, masks, epochs=1, verbose=0)
+    with pytest.raises(
+        ValueError,
+        match=r"masks must be \(batch, H, W\) class ids matching the images \(2, 32, 32, 3\); got shape \(2, 16, 16\)",
+    ):
+        segmenter.train_on_batch(images, np.zeros((2, 16, 16), "int32"))

@@ -1,7 +1,9 @@
 """`SwinV2ImageSegmenter`: UperNet semantic segmentation on a `SwinV2Backbone`'s feature pyramid."""
 
 import keras
+import numpy as np
 
+from keras_swinv2.data.dense import check_masks
 from keras_swinv2.export import Exportable
 from keras_swinv2.layers.linear import LayerNorm
 from keras_swinv2.layers.patch_embedding import LAYER_NORM_EPSILON
@@ -95,7 +97,9 @@ class SwinV2ImageSegmenter(Exportable, keras.Model):
         if not isinstance(backbone, SwinV2Backbone):
             raise TypeError(f"backbone must be a SwinV2Backbone; got {type(backbone).__name__}.")
         if backbone.pooling is not None:
-            raise ValueError(f"The segmenter needs the backbone's feature maps: build it with pooling=None; got {backbone.pooling!r}.")
+            raise ValueError(
+                f"The segmenter needs the backbone's feature maps: build it with pooling=None; got {backbone.pooling!r}."
+            )
         if len(backbone.depths) != len(LEVELS):
             raise ValueError(
                 f"UperNet fuses the four pyramid levels P2..P5; the backbone has {len(backbone.depths)} stages "
@@ -163,7 +167,10 @@ class SwinV2ImageSegmenter(Exportable, keras.Model):
         else:
             model_outputs = logits
         super().__init__(inputs=backbone.inputs, outputs=model_outputs, name=name, trainable=trainable)
-        self.backbone = backbone
+        # The backbone's layers are tracked through `extractor`; the backbone itself is kept
+        # untracked so that its unused final LayerNorm is not among the trainable weights (it
+        # would get no gradient) nor saved with the segmenter.
+        object.__setattr__(self, "backbone", backbone)
         self.pyramid_extractor = extractor
 
         # === Config ===
@@ -175,6 +182,7 @@ class SwinV2ImageSegmenter(Exportable, keras.Model):
         self.auxiliary_channels = auxiliary_channels
         self.dropout = dropout
         self._logits = logits
+        self._ignore_label = IGNORE_LABEL
 
     def inference_model(self):
         """The segmenter without its auxiliary head: logits only, same layers and weights."""
@@ -204,21 +212,45 @@ class SwinV2ImageSegmenter(Exportable, keras.Model):
             auxiliary_loss_weight: float, weight of the auxiliary head's loss.
             **kwargs: passed to `keras.Model.compile`.
         """
+        self._ignore_label = ignore_label
         if optimizer == "auto":
             optimizer = keras.optimizers.AdamW(6e-5, weight_decay=0.01)
         if loss == "auto":
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=ignore_label)
         if metrics == "auto":
             metrics = [
-                keras.metrics.MeanIoU(
-                    self.num_classes, ignore_class=ignore_label, sparse_y_pred=False, name="mean_iou"
-                )
+                keras.metrics.MeanIoU(self.num_classes, ignore_class=ignore_label, sparse_y_pred=False, name="mean_iou")
             ]
         if self.auxiliary_head:
             loss = {"logits": loss, "auxiliary_logits": loss}
             kwargs["loss_weights"] = {"logits": 1.0, "auxiliary_logits": auxiliary_loss_weight}
             metrics = {"logits": metrics} if metrics is not None else None
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    # === Target checks ===
+    # Masks given as arrays are checked before Keras sees them: a label outside [0, num_classes)
+    # would otherwise train on garbage silently on some backends. (Datasets are the pipeline's
+    # job: `keras_swinv2.data.check_masks`.)
+
+    def _check_masks(self, x, y):
+        if isinstance(y, dict):
+            y = y.get("logits")
+        if y is None or not hasattr(y, "shape") or hasattr(y, "element_spec"):
+            return
+        image_shape = tuple(x.shape) if hasattr(x, "shape") and len(x.shape) == 4 else None
+        check_masks(np.asarray(keras.ops.convert_to_numpy(y)), self.num_classes, self._ignore_label, image_shape)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self._check_masks(x, y)
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._check_masks(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def train_on_batch(self, x, y=None, *args, **kwargs):
+        self._check_masks(x, y)
+        return super().train_on_batch(x, y, *args, **kwargs)
 
     def _targets(self, y, y_pred):
         # one mask trains both heads: the auxiliary output's target is the same mask

@@ -83,8 +83,12 @@ def keras_weight_map(model):
 
 
 def model_parts(model):
-    """`(backbone, head)` of a backbone (head None) or of a task model with a Dense `head`."""
+    """`(backbone, head)` of a backbone (head None) or of a task model with a Dense `head`.
+
+    A keras-hub task's backbone that wraps ours as its `image_encoder` (RetinaNet) counts as ours.
+    """
     backbone = getattr(model, "backbone", model)
+    backbone = getattr(backbone, "image_encoder", backbone)
     head = getattr(model, "head", None) if backbone is not model else None
     if not hasattr(backbone, "stages"):
         raise TypeError(
