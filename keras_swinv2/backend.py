@@ -349,15 +349,22 @@ def take_columns(table, index):
 # === Control flow ===
 
 
-def resize_images(images, size, interpolation):
-    """`keras.ops.image.resize` without antialiasing, to a size that may be known only at run
-    time: Keras' op needs Python ints, which a TF graph of a model built for any input size
-    does not have; tf.image.resize takes the size as a tensor (same half-pixel sampling)."""
+def resize_like(images, reference, interpolation):
+    """Resizes `images` (batch, h, w, c) to the height and width of `reference`, without
+    antialiasing (half-pixel sampling, PyTorch's `align_corners=False`).
+
+    On TensorFlow the size is read from `reference` in the graph: a model built for any input
+    size has no Python ints for it (which `keras.ops.image.resize` needs), and tf2onnx turns a
+    constant size into ONNX `scales`, which onnxruntime rounds down (3 * 5/3 -> 4 rows).
+    """
     if name() == "tensorflow":
         import tensorflow as tf
 
-        resized = tf.image.resize(images, tf.stack(size), method=interpolation)
-        return tf.cast(resized, images.dtype)
+        resized = tf.image.resize(images, tf.shape(reference)[1:3], method=interpolation)
+        resized = tf.cast(resized, images.dtype)
+        static = reference.shape[1:3]
+        return tf.ensure_shape(resized, [images.shape[0], *static, images.shape[3]])
+    size = (ops.shape(reference)[1], ops.shape(reference)[2])
     return ops.image.resize(images, size, interpolation=interpolation, antialias=False)
 
 

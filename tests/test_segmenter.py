@@ -269,3 +269,19 @@ def test_bad_masks_are_refused_before_training():
         match=r"masks must be \(batch, H, W\) class ids matching the images \(2, 32, 32, 3\); got shape \(2, 16, 16\)",
     ):
         segmenter.train_on_batch(images, np.zeros((2, 16, 16), "int32"))
+
+
+def test_segmenter_exports_and_matches_in_the_runtime(tmp_path):
+    """`segmenter.export` as for the classifier: the artifact, run by its own runtime (onnxruntime
+    or TF's SavedModel loader), gives the Keras logits at another batch size."""
+    from keras_swinv2.export import compare, load_artifact
+
+    segmenter = SwinV2ImageSegmenter(_backbone((40, 56, 3)), NUM_CLASSES, **HEAD)
+    fmt, name = {"tensorflow": ("onnx", "m.onnx"), "jax": ("tf_saved_model", "m"), "torch": ("onnx", "m.onnx")}[
+        BACKEND
+    ]
+    path = str(tmp_path / name)
+    segmenter.export(path, format=fmt)
+    result = compare(segmenter, load_artifact(path), _images((40, 56, 3), batch=3))
+    assert [tuple(output[2]) for output in result["outputs"]] == [(3, 40, 56, NUM_CLASSES)], result
+    assert result["max_abs_diff"] <= 1e-4, result

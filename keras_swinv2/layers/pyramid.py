@@ -35,7 +35,7 @@ class ResizeLike(keras.layers.Layer):
         static = all(isinstance(side, int) for side in (height, width, ops.shape(x)[1], ops.shape(x)[2]))
         if static and (ops.shape(x)[1], ops.shape(x)[2]) == (height, width):
             return x
-        return backend.resize_images(x, (height, width), self.interpolation)
+        return backend.resize_like(x, reference, self.interpolation)
 
     def compute_output_shape(self, x_shape, reference_shape):
         return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
