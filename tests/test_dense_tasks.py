@@ -37,7 +37,7 @@ def test_retinanet_on_swinv2_trains_and_detects():
     the SwinV2 backbone; `predict` returns keras-hub's decoded detections."""
     backbone = SwinV2Backbone(**TINY, image_shape=(64, 64, 3))
     detector = swinv2_retinanet(backbone, num_classes=10, head_conv_layers=1)
-    assert detector.anchor_generator.anchor_size == pytest.approx(0.5)  # 4 px anchors at P3 for 64 px
+    assert detector.anchor_generator.anchor_size == pytest.approx(2.0)  # 16 px anchors at P3 for 64 px
     images, targets = _digit_batch()
     detector.compile(optimizer=keras.optimizers.SGD(0.01))
     before = keras.ops.convert_to_numpy(backbone.get_layer("stage_3").trainable_weights[0]).copy()

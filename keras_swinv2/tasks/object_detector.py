@@ -19,15 +19,18 @@ def _keras_hub():
 def default_anchor_size(image_shape):
     """keras-hub's `anchor_size` (level-l anchors are `anchor_size * 2**l` px) for an input size.
 
-    RetinaNet's anchors (32 px at P3 up to 512 px at P7, `anchor_size=4`) suit
-    images of 512 px and more; smaller inputs get proportionally smaller
-    anchors (a 64-px image: 4 px at P3, 64 px at P7), so every level's
-    anchors fit objects that fit the image. Unknown sizes keep 4.
+    RetinaNet's anchors (`anchor_size=4`: 32 px at P3 up to 512 px at P7,
+    four strides wide) suit inputs of 512 px and more. Smaller inputs get
+    proportionally smaller anchors down to `anchor_size=2` (two strides wide,
+    16 px at P3) at 256 px and below; smaller still, too few anchors overlap
+    an object by the 0.5 IoU a positive needs (on the 64-px digit scenes:
+    0.15 positive anchors per object at `anchor_size=0.5`, 4.2 at 2, none at
+    4). Unknown sizes keep 4.
     """
     sides = [s for s in image_shape[:2] if s is not None]
     if len(sides) < 2:
         return 4.0
-    return 4.0 * min(1.0, min(sides) / 512)
+    return min(4.0, max(2.0, 4.0 * min(sides) / 512))
 
 
 def swinv2_retinanet(
