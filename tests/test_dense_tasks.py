@@ -25,6 +25,8 @@ TINY = dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), window_si
 # the recipe of the learning checks (measured in the closing note of issue 24)
 SCENES = dict(image_size=64, train_size=512, validation_size=128)
 ARCHITECTURE = dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(2, 4, 8, 8))
+SEGMENTATION_EPOCHS, SEGMENTATION_MIOU = 30, 0.25
+DETECTION_EPOCHS, DETECTION_AP50 = 20, 0.05
 
 
 def _digit_batch(batch=2, image_size=64):
@@ -119,7 +121,9 @@ def test_finetune_detection_learns_digit_scenes(tmp_path, small_scenes, report):
     output = str(tmp_path / "run")
     _, _, history = finetune(config, output, verbose=0)
     best = max(row["val_ap50"] for row in history)
-    report(test="finetune_detection_digits", val_ap50=best, first_loss=history[0]["loss"], last_loss=history[-1]["loss"])
+    report(
+        test="finetune_detection_digits", val_ap50=best, first_loss=history[0]["loss"], last_loss=history[-1]["loss"]
+    )
     assert history[-1]["loss"] < 0.7 * history[0]["loss"], history
     assert best >= DETECTION_AP50, history
     with open(os.path.join(output, "log.csv")) as f:
