@@ -706,14 +706,13 @@ def detection_stream(data, image_size, batch_size, epochs, initial_epoch=0, seed
     (batch, max_boxes) float32})`, the target format of keras-hub's
     `RetinaNetObjectDetector` with `bounding_box_format="yxyx"`: boxes in
     absolute pixels of the `image_size` square input, padded with zero boxes
-    labelled -1. Otherwise as `segmentation_stream`, with the same images
-    for the same arguments.
+    labelled -1. Otherwise as `segmentation_stream` (the other arguments
+    too), with the same images for the same arguments.
 
     Args:
         max_boxes: int, boxes per image in the targets (extra boxes are
             dropped); default `data.max_boxes`, else the most boxes of any
             image (one pass over the data).
-        (the others as `segmentation_stream`)
     """
     target = _detection_target(_max_boxes(data, max_boxes))
     return _training_stream(

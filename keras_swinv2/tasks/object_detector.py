@@ -64,9 +64,11 @@ def swinv2_retinanet(
         num_classes: int >= 1, object classes (no background class).
         bounding_box_format: keras-hub format of the targets and detections
             ("yxyx": absolute `(ymin, xmin, ymax, xmax)` pixels).
-        min_level, max_level: pyramid levels with heads (3..7 is RetinaNet's).
+        min_level: lowest pyramid level with heads (3, RetinaNet's).
+        max_level: highest level (7, RetinaNet's; above 5 keras-hub adds them).
         anchor_size: base anchor size; None: `default_anchor_size`.
-        num_scales, aspect_ratios: anchors per location.
+        num_scales: anchor scales per location.
+        aspect_ratios: anchor aspect ratios per location.
         head_conv_layers: convolutions before each head's output (4).
         confidence_threshold: detections below are dropped (0.05, as for
             COCO evaluation; raise it for display).
