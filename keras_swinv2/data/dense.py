@@ -32,8 +32,8 @@ import logging
 
 import numpy as np
 
-from keras_swinv2.data import pipeline
-from keras_swinv2.data.pipeline import _normalize, _tf
+from keras_swinv2.data.pipeline import _normalize, _split, _tf
+from keras_swinv2.data.pipeline import steps_per_epoch as _steps_per_epoch
 
 logger = logging.getLogger("keras_swinv2")
 
@@ -249,7 +249,7 @@ def _digit_split(seed, validation_fraction=0.2):
 
     source = load_digits()
     labels = source.target.astype("int64")
-    (train, _), (validation, _) = pipeline._split(np.arange(len(labels)), labels, validation_fraction, seed)
+    (train, _), (validation, _) = _split(np.arange(len(labels)), labels, validation_fraction, seed)
     return source.images, labels, train, validation
 
 
@@ -728,4 +728,4 @@ def detection_validation(data, image_size, batch_size, max_boxes=None):
 
 def steps_per_epoch(data, batch_size):
     """Training batches per epoch, `data.train_size // batch_size` (at least 1, else ValueError)."""
-    return pipeline.steps_per_epoch(data, batch_size)
+    return _steps_per_epoch(data, batch_size)
