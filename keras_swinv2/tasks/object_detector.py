@@ -1,5 +1,8 @@
 """Object detection on a `SwinV2Backbone`: keras-hub's RetinaNet with defaults for the input size."""
 
+import keras
+from keras import ops
+
 from keras_swinv2.models.backbone import SwinV2Backbone
 
 BOX_FORMATS = ("yxyx", "xyxy", "xywh", "center_xywh", "center_yxhw", "rel_yxyx", "rel_xyxy", "rel_xywh")
@@ -14,6 +17,80 @@ def _keras_hub():
             "`make venv` installs it."
         ) from error
     return keras_hub
+
+
+@keras.saving.register_keras_serializable(package="keras_swinv2")
+class DetectionDecoder(keras.layers.Layer):
+    """keras-hub's `NonMaxSuppression` for batches of any size.
+
+    keras-hub 0.32's non-maximum suppression needs the batch size as a Python
+    int. A TensorFlow `predict` has none once a second batch size has been seen
+    (its `tf.function` then retraces with the batch dimension relaxed to None:
+    a last, smaller batch is enough), and fails with "Expected int32, but got
+    None". With an unknown batch this layer runs keras-hub's suppression image
+    by image (`keras.ops.map`); with a known one it calls it once, unchanged.
+    The arguments are `NonMaxSuppression`'s.
+
+    Args:
+        bounding_box_format: keras-hub format of the boxes in and out.
+        from_logits: whether the class predictions are logits.
+        iou_threshold: suppression IoU.
+        confidence_threshold: detections below it are dropped.
+        max_detections: detections kept per image.
+        **kwargs: `keras.layers.Layer` arguments (name, dtype).
+    """
+
+    def __init__(
+        self,
+        bounding_box_format,
+        from_logits=True,
+        iou_threshold=0.5,
+        confidence_threshold=0.05,
+        max_detections=100,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.bounding_box_format = bounding_box_format
+        self.from_logits = from_logits
+        self.iou_threshold = iou_threshold
+        self.confidence_threshold = confidence_threshold
+        self.max_detections = max_detections
+        # === Layers ===
+        self.suppression = _keras_hub().layers.NonMaxSuppression(
+            bounding_box_format=bounding_box_format,
+            from_logits=from_logits,
+            iou_threshold=iou_threshold,
+            confidence_threshold=confidence_threshold,
+            max_detections=max_detections,
+            dtype=self.dtype_policy,
+            name="suppression",
+        )
+        self.built = True
+
+    def call(self, box_prediction, class_prediction, images=None):
+        if box_prediction.shape[0] is not None:
+            return self.suppression(box_prediction, class_prediction, images=images)
+
+        def one_image(elements):
+            batch = [ops.expand_dims(x, 0) for x in elements]
+            detections = self.suppression(batch[0], batch[1], images=batch[2] if len(batch) > 2 else None)
+            return {key: value[0] for key, value in detections.items()}
+
+        elements = (box_prediction, class_prediction) + (() if images is None else (images,))
+        return ops.map(one_image, elements)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "bounding_box_format": self.bounding_box_format,
+                "from_logits": self.from_logits,
+                "iou_threshold": self.iou_threshold,
+                "confidence_threshold": self.confidence_threshold,
+                "max_detections": self.max_detections,
+            }
+        )
+        return config
 
 
 def default_anchor_size(image_shape):
@@ -120,12 +197,13 @@ def swinv2_retinanet(
         aspect_ratios=list(aspect_ratios),
         anchor_size=anchor_size,
     )
-    decoder = keras_hub.layers.NonMaxSuppression(
+    decoder = DetectionDecoder(
         bounding_box_format=bounding_box_format,
         from_logits=True,
         iou_threshold=iou_threshold,
         confidence_threshold=confidence_threshold,
         max_detections=max_detections,
+        name="prediction_decoder",
     )
     return keras_hub.models.RetinaNetObjectDetector(
         backbone=retinanet_backbone,
