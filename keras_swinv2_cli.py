@@ -86,7 +86,12 @@ def _add_training_arguments(p, **defaults):
     )
     p.add_argument("--frozen-stages", type=int, default=0, help="freeze patch embedding + the first k stages")
     p.add_argument("--crop-scale", type=float, nargs=2, default=(0.08, 1.0), help="random resized crop area range")
-    p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    p.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random horizontal flips (default: on, but off for --data digits: a mirrored digit is not a digit)",
+    )
     p.add_argument("--randaugment", type=float, default=0.0, help="RandAugment factor (official 0.9; 0: off)")
     p.add_argument("--erasing", type=float, default=0.25, help="RandomErasing probability (0: off)")
     p.add_argument("--mixup", type=float, default=0.8, help="MixUp alpha (0: off)")
@@ -133,7 +138,6 @@ def build_parser():
         lr=2e-3,
         drop_path=0.05,
         crop_scale=(0.6, 1.0),
-        no_flip=True,
         mixup=0.0,
         cutmix=0.0,
         erasing=0.0,

@@ -19,17 +19,18 @@ def _finetune_config(args, **fixed):
     architecture = _architecture(args)
     task = getattr(args, "task", "classification")
     head = {}
+    flip = args.data != "digits" if args.flip is None else args.flip
     if task == "classification":
         augmentation = {
             "crop_scale": tuple(args.crop_scale) if args.crop_scale else None,
-            "flip": not args.no_flip,
+            "flip": flip,
             "randaugment": args.randaugment or None,
             "erasing": args.erasing or None,
             "mixup": args.mixup or None,
             "cutmix": args.cutmix or None,
         }
     else:
-        augmentation = {"flip": not args.no_flip, "scale": tuple(args.scale_jitter) if args.scale_jitter else None}
+        augmentation = {"flip": flip, "scale": tuple(args.scale_jitter) if args.scale_jitter else None}
     for option, value, wanted in (
         (
             "--head-channels",

@@ -119,6 +119,22 @@ def test_resuming_with_other_schedule_arguments_is_refused_naming_them(tmp_path,
     assert (run / "config.json").read_text() == before
 
 
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
+def test_digits_are_not_flipped_unless_asked(task):
+    """A mirrored digit is not a digit: `--data digits` trains without flips by default, any other data
+    with them; `--flip` / `--no-flip` decide either way."""
+    from keras_swinv2.cli import _finetune_config
+
+    def flips(*args):
+        parsed = keras_swinv2_cli.build_parser().parse_args(["finetune", "--task", task, "--output", "r", *args])
+        return _finetune_config(parsed).augmentation["flip"]
+
+    assert flips("--data", "digits") is False
+    assert flips("--data", "tfds:oxford_iiit_pet") is True
+    assert flips("--data", "digits", "--flip") is True
+    assert flips("--data", "tfds:oxford_iiit_pet", "--no-flip") is False
+
+
 def test_a_busy_run_directory_is_a_user_error(tmp_path, capsys):
     run = tmp_path / "run"
     args = ["finetune", "--weights", "none", *TINY, "--epochs", "1", "--output", str(run), "--verbose", "0"]

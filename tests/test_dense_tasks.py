@@ -22,12 +22,12 @@ from keras_swinv2.training import FinetuneConfig, finetune
 
 BACKEND = keras.backend.backend()
 TINY = dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), window_size=4, drop_path_rate=0.0)
-# the recipe of the learning checks; measured 2026-12-06 (TF, 2-core EPYC): best val mean IoU 0.327 after
-# 30 epochs, AP@0.5 0.0015 after 8
+# the recipe of the learning checks; measured (TF, 2-core EPYC): best val mean IoU 0.327 after 30 epochs
+# (2026-12-06); best AP@0.5 0.019 and class-agnostic AP@0.5 0.50 after 8 (2026-12-07)
 SCENES = dict(image_size=64, train_size=512, validation_size=128)
 ARCHITECTURE = dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(2, 4, 8, 8))
 SEGMENTATION_EPOCHS, SEGMENTATION_MIOU = 30, 0.2
-DETECTION_EPOCHS = 8
+DETECTION_EPOCHS, DETECTION_AP50, DETECTION_AGNOSTIC_AP50 = 8, 0.005, 0.25
 
 
 def _digit_batch(batch=2, image_size=64):
@@ -93,6 +93,26 @@ def test_retinanet_builder_checks_its_arguments():
         swinv2_retinanet(backbone, 3, min_level=2)
     with pytest.raises(ValueError, match="num_classes must be an int >= 1; got 0"):
         swinv2_retinanet(backbone, 0)
+    with pytest.raises(ValueError, match=r"prior_probability must be in \(0, 1\); got 1.5"):
+        swinv2_retinanet(backbone, 3, prior_probability=1.5)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="backend-independent, runs once")
+def test_retinanet_heads_start_as_in_the_paper():
+    """Every anchor starts as background (class probability 0.01, RetinaNet's prior) and every box
+    as its anchor: not keras-hub 0.32's initialisation (probability 0.5, boxes shrunk to 1%)."""
+    keras.utils.set_random_seed(0)
+    detector = swinv2_retinanet(SwinV2Backbone(**TINY, image_shape=(64, 64, 3)), num_classes=10)
+    outputs = detector(_digit_batch()[0], training=False)
+    probability = keras.ops.convert_to_numpy(keras.ops.sigmoid(outputs["cls_logits"]))
+    np.testing.assert_allclose(np.median(probability), 0.01, rtol=0.05)
+    offsets = keras.ops.convert_to_numpy(outputs["bbox_regression"])
+    assert np.abs(np.median(offsets)) < 0.01, np.median(offsets)
+    for head in (detector.classification_head, detector.box_head):
+        kernel = keras.ops.convert_to_numpy(head.prediction_layer.kernel)
+        assert 0.008 < kernel.std() < 0.012, kernel.std()
+    box_bias = keras.ops.convert_to_numpy(detector.box_head.prediction_layer.bias)
+    np.testing.assert_array_equal(box_bias, 0.0)
 
 
 def _config(task, epochs, **overrides):
@@ -148,11 +168,11 @@ def test_finetune_segmentation_learns_digit_scenes(tmp_path, small_scenes, repor
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="learning is checked once, on the TensorFlow pass")
 def test_finetune_detection_learns_digit_scenes(tmp_path, small_scenes, report):
-    """From scratch, the CI budget buys a detector that localises before it tells digits apart
-    (measured AP@0.5 0.0005-0.003 over epochs 3-10 of this recipe, class-agnostic AP@0.5 about
-    0.02): the losses must fall, and the boxes, whatever their class, must beat an untrained
-    detector's, whose AP is 0 (no detection clears the 0.05 confidence threshold)."""
-    config = _config("detection", DETECTION_EPOCHS, head={"head_conv_layers": 2})
+    """From scratch, the CI budget buys a detector that finds digits well before it tells them apart
+    (measured: class-agnostic AP@0.5 0.50, AP@0.5 0.019, class loss 0.42 -> 0.18 over 8 epochs).
+    The losses must fall, the classes must start to separate, and the boxes, whatever their class,
+    must beat an untrained detector's (AP 0: nothing clears the 0.05 confidence threshold)."""
+    config = _config("detection", DETECTION_EPOCHS, head={"head_conv_layers": 2}, learning_rate=1e-3, clipnorm=5.0)
     output = str(tmp_path / "run")
     model, data, history = finetune(config, output, verbose=0)
     report(
@@ -160,8 +180,9 @@ def test_finetune_detection_learns_digit_scenes(tmp_path, small_scenes, report):
         val_ap50=max(row["val_ap50"] for row in history),
         losses=[round(row["loss"], 3) for row in history],
     )
-    assert history[-1]["bbox_regression_loss"] < 0.5 * history[1]["bbox_regression_loss"], history
-    assert history[-1]["cls_logits_loss"] < history[1]["cls_logits_loss"], history
+    assert history[-1]["cls_logits_loss"] < 0.6 * history[0]["cls_logits_loss"], history
+    assert history[-1]["bbox_regression_loss"] < 0.75 * history[0]["bbox_regression_loss"], history
+    assert max(row["val_ap50"] for row in history) > DETECTION_AP50, history
 
     images, targets = next(iter(dense.detection_validation(data, 64, 64)))
     targets = {key: value.numpy() for key, value in targets.items()}
@@ -178,7 +199,7 @@ def test_finetune_detection_learns_digit_scenes(tmp_path, small_scenes, report):
     )
     trained, baseline = agnostic_ap50(model), agnostic_ap50(untrained)
     report(test="finetune_detection_digits_class_agnostic", ap50=trained, untrained=baseline)
-    assert trained > baseline, (trained, baseline)
+    assert trained > max(baseline, DETECTION_AGNOSTIC_AP50), (trained, baseline)
     with open(os.path.join(output, "log.csv")) as f:
         assert "val_ap50" in next(csv.reader(f))
 

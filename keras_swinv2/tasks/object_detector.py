@@ -1,5 +1,7 @@
 """Object detection on a `SwinV2Backbone`: keras-hub's RetinaNet with defaults for the input size."""
 
+import math
+
 import keras
 from keras import ops
 
@@ -123,6 +125,7 @@ def swinv2_retinanet(
     confidence_threshold=0.05,
     iou_threshold=0.5,
     max_detections=100,
+    prior_probability=0.01,
     name="swinv2_retinanet",
 ):
     """A keras-hub `RetinaNetObjectDetector` on a SwinV2 backbone.
@@ -135,6 +138,17 @@ def swinv2_retinanet(
     max_boxes)})` (labels -1 pad) and `predict` returns keras-hub's
     detections: `{"boxes", "confidence", "labels", "num_detections"}` after
     non-maximum suppression. The backbone is shared, not copied.
+
+    The heads start as in RetinaNet (Lin et al., 2017): convolution kernels
+    from N(0, 0.01), the box output's bias 0, the class output's bias
+    -log((1 - pi) / pi), so every anchor starts as background with
+    probability 1 - pi and the background's focal loss does not swamp the
+    few positive anchors in the first steps. keras-hub 0.32's own
+    initialisation gives the prior bias to the box head instead (class
+    probability 0.5 everywhere; every box shrunk to exp(-4.6) = 1% of its
+    anchor) and draws kernels from N(0, 0.05); `tutorials/12` measures the
+    difference. A detector re-created from its config alone (no weights)
+    gets keras-hub's initialisation.
 
     Args:
         backbone: a `SwinV2Backbone` with four stages (P2..P5) and pooling None.
@@ -151,6 +165,8 @@ def swinv2_retinanet(
             COCO evaluation; raise it for display).
         iou_threshold: non-maximum suppression IoU.
         max_detections: detections kept per image.
+        prior_probability: the class probability every anchor starts with
+            (RetinaNet's pi = 0.01; see below).
         name: model name.
 
     Returns:
@@ -178,6 +194,8 @@ def swinv2_retinanet(
             "min_level must be 3, 4 or 5 (the backbone gives P3..P5) and max_level >= 5 (keras-hub's FPN "
             f"adds levels above P5); got min_level={min_level}, max_level={max_level}."
         )
+    if not 0.0 < prior_probability < 1.0:
+        raise ValueError(f"prior_probability must be in (0, 1); got {prior_probability!r}.")
     if anchor_size is None:
         anchor_size = default_anchor_size(backbone.image_shape)
 
@@ -205,7 +223,7 @@ def swinv2_retinanet(
         max_detections=max_detections,
         name="prediction_decoder",
     )
-    return keras_hub.models.RetinaNetObjectDetector(
+    detector = keras_hub.models.RetinaNetObjectDetector(
         backbone=retinanet_backbone,
         num_classes=num_classes,
         bounding_box_format=bounding_box_format,
@@ -214,3 +232,16 @@ def swinv2_retinanet(
         prediction_decoder=decoder,
         name=name,
     )
+    _initialise_heads(detector, prior_probability)
+    return detector
+
+
+def _initialise_heads(detector, prior_probability):
+    """RetinaNet's head initialisation (see `swinv2_retinanet`), drawn from Keras' seeded generator."""
+    kernels = keras.initializers.RandomNormal(mean=0.0, stddev=0.01)
+    for head in (detector.classification_head, detector.box_head):
+        for conv in [*head.conv_layers, head.prediction_layer]:
+            conv.kernel.assign(kernels(conv.kernel.shape, conv.kernel.dtype))
+            conv.bias.assign(ops.zeros(conv.bias.shape, conv.bias.dtype))
+    bias = detector.classification_head.prediction_layer.bias
+    bias.assign(ops.full(bias.shape, -math.log((1.0 - prior_probability) / prior_probability), bias.dtype))
