@@ -221,17 +221,75 @@ def cosine_query_key(qkv, q, k, num_heads, scale, epsilon=1e-12):
     return qk[0] * (scale / norms[0]), qk[1] / norms[1]
 
 
-def use_fused_attention(tokens, training):
+_FUSED_ATTENTION = {"forced": None}
+
+
+def set_fused_attention(enabled):
+    """Forces the attention kernel: True fused, False plain, None automatic (the default).
+
+    The choice is read when a layer is called (traced), so set it before building or
+    compiling the model you time. Dropout on the attention probabilities always takes
+    the plain path in training (`keras.ops.dot_product_attention` has no dropout).
+
+    Args:
+        enabled: True (always `ops.dot_product_attention`), False (never), or
+            None (`use_fused_attention`'s automatic choice).
+    """
+    if enabled not in (True, False, None):
+        raise ValueError(f"set_fused_attention takes True, False or None; got {enabled!r}.")
+    _FUSED_ATTENTION["forced"] = enabled
+
+
+@functools.lru_cache(maxsize=None)
+def _accelerator():
+    """Whether TensorFlow or JAX places work on a GPU or TPU (torch asks each tensor)."""
+    if name() == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    if name() == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    return False
+
+
+def on_accelerator(x):
+    """Whether tensor `x` is computed on an accelerator (GPU, TPU, MPS), not the CPU."""
+    if name() == "torch":
+        return x.device.type != "cpu"
+    return _accelerator()
+
+
+def use_fused_attention(x, tokens, training, dropout):
     """Whether `attention` should call `ops.dot_product_attention` for windows of `tokens`.
 
-    On torch, at inference, for windows of 16 x 16 tokens and up: torch's fused
-    `scaled_dot_product_attention` in float32 took SwinV2-B 384/24 inference
-    from 0.67 to 0.84 images/s; on 8 x 8 windows it is slower (SwinV2-T 256/8
-    7.6 -> 5.7). Not in training: with a bias that needs a gradient torch falls
-    back to an unfused kernel slower than the plain path (a SwinV2-B step 9.4 s
-    vs 7.9 s). Keras' version on TF and JAX is written out like the plain path
-    and measured a little slower, so they never take it.
+    On an accelerator, always (with dropout only at inference): the backends
+    hand the product to their fused kernels there (cuDNN / flash attention
+    through JAX and torch, with the position bias and shift mask as its
+    `bias`); the plain path writes the (windows, heads, N, N) probabilities
+    to memory. On a CPU only torch at inference for windows of 16 x 16
+    tokens and up: torch's fused `scaled_dot_product_attention` in float32
+    took SwinV2-B 384/24 inference from 0.67 to 0.84 images/s; on 8 x 8
+    windows it is slower (SwinV2-T 256/8 7.6 -> 5.7). Not in CPU training:
+    with a bias that needs a gradient torch falls back to an unfused kernel
+    slower than the plain path (a SwinV2-B step 9.4 s vs 7.9 s). Keras'
+    version on TF and JAX CPUs is written out like the plain path and
+    measured a little slower. `set_fused_attention` overrides the choice.
+
+    Args:
+        x: a tensor of the attention (its device decides on torch).
+        tokens: tokens per window.
+        training: whether the call trains.
+        dropout: whether attention dropout is on (rate > 0).
     """
+    if training and dropout:
+        return False
+    forced = _FUSED_ATTENTION["forced"]
+    if forced is not None:
+        return forced
+    if on_accelerator(x):
+        return True
     return name() == "torch" and not training and tokens >= FUSED_ATTENTION_MIN_TOKENS
 
 

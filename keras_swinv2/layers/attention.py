@@ -37,9 +37,10 @@ class WindowAttention(keras.layers.Layer):
     `(num_heads, 1, 1)`. V1: `logits = q k^T / sqrt(head_dim) + table bias`.
     Only q and v carry a bias unless `key_bias=True` (V1). The logits, the
     position bias and the softmax are computed in float32 whatever the dtype
-    policy. Where `keras_swinv2.backend.use_fused_attention` says so, the
-    product goes through `keras.ops.dot_product_attention` with the bias (and
-    mask) as its bias and the temperature folded into q.
+    policy. Where `keras_swinv2.backend.use_fused_attention` says so (on a GPU
+    or TPU, and for large windows in torch inference on a CPU), the product
+    goes through `keras.ops.dot_product_attention` with the bias (and mask)
+    as its bias and the temperature folded into q.
 
     Args:
         dim: int, channels C of the tokens; must be divisible by `num_heads`.
@@ -163,10 +164,13 @@ class WindowAttention(keras.layers.Layer):
             heads = ops.shape(attention_mask)[0] * self.num_heads
             bias = ops.reshape(bias + ops.cast(attention_mask, "float32")[:, None], (1, heads, n, n))
             q, k, v = (ops.reshape(t, (-1, heads, n, head_dim)) for t in (q, k, v))
-        if backend.use_fused_attention(n, training):
+        if backend.use_fused_attention(q, n, training, self.attention_dropout_rate > 0):
+            # in the compute dtype on an accelerator (fused kernels take float16 / bfloat16 and
+            # accumulate the softmax in float32); in float32 on a CPU, as the plain path
+            dtype = v.dtype if backend.on_accelerator(q) else "float32"
             out = ops.dot_product_attention(
-                *(ops.transpose(ops.cast(t, "float32"), (0, 2, 1, 3)) for t in (q, k, v)),
-                bias=bias,
+                *(ops.transpose(ops.cast(t, dtype), (0, 2, 1, 3)) for t in (q, k, v)),
+                bias=ops.cast(bias, dtype),
                 scale=1.0,
             )
             out = ops.cast(ops.transpose(out, (0, 2, 1, 3)), v.dtype)

@@ -285,3 +285,44 @@ def test_mlp_dropout_acts_in_training_only():
     inference = to_numpy(mlp(x))
     np.testing.assert_array_equal(to_numpy(mlp(x, training=False)), inference)
     assert np.abs(to_numpy(mlp(x, training=True)) - inference).max() > 1e-3
+
+
+@pytest.fixture
+def fused_attention():
+    """`backend.set_fused_attention`, put back to automatic after the test."""
+    from keras_swinv2 import backend
+
+    yield backend.set_fused_attention
+    backend.set_fused_attention(None)
+
+
+def test_fused_path_matches_the_plain_path_forward_and_backward(fused_attention, monkeypatch):
+    """The accelerator path (`ops.dot_product_attention`, the position bias plus the shift mask as
+    its bias), forced on this CPU: the same logits as the plain path, and the same SGD step, so
+    the gradients of the weights, the temperature and the CPB MLP through the fused kernel agree."""
+    from helpers import images, small_model
+
+    x = images()
+    y = np.array([0, 3])
+    calls = []
+    kernel = ops.dot_product_attention
+    monkeypatch.setattr(ops, "dot_product_attention", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    results = {}
+    for fused in (False, True):
+        fused_attention(fused)
+        keras.utils.set_random_seed(0)
+        model = small_model(seed=3)
+        logits = to_numpy(model(x, training=False))
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss=keras.losses.SparseCategoricalCrossentropy(True))
+        model.train_on_batch(x, y)
+        results[fused] = logits, [w.copy() for w in model.get_weights()]
+        assert bool(calls) == fused, len(calls)  # the forced path is the one taken
+    assert max_abs_diff(results[True][0], results[False][0]) <= 2e-5
+    initial = small_model(seed=3).get_weights()
+    moved = 0
+    for before, plain, fused in zip(initial, results[False][1], results[True][1]):
+        np.testing.assert_allclose(fused - before, plain - before, rtol=1e-3, atol=2e-6)
+        moved += bool(np.any(plain != before))
+    assert moved > 0.9 * len(initial)  # nearly every weight took a step: the comparison is not vacuous
+    with pytest.raises(ValueError, match="set_fused_attention takes True, False or None; got 'yes'"):
+        fused_attention("yes")
