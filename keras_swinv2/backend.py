@@ -257,7 +257,7 @@ def _accelerator():
 def on_accelerator(x):
     """Whether tensor `x` is computed on an accelerator (GPU, TPU, MPS), not the CPU."""
     if name() == "torch":
-        return x.device.type != "cpu"
+        return x.device.type not in ("cpu", "meta")  # "meta": Keras' symbolic shape inference
     return _accelerator()
 
 
