@@ -5,6 +5,8 @@ window multiples), `.keras` round trip, export, and clear errors.
 Every model is tiny (one block per stage, 16 head channels); one HF comparison per backend.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -187,11 +189,19 @@ def test_segmenter_trains_and_round_trips(tmp_path):
 
     path = tmp_path / "segmenter.keras"
     segmenter.save(path)
-    restored = keras.saving.load_model(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # e.g. Keras' "compile() was not called as part of loading"
+        restored = keras.saving.load_model(path)
     assert isinstance(restored, SwinV2ImageSegmenter) and restored.auxiliary_head
     np.testing.assert_allclose(
         _numpy(restored.predict(images, verbose=0)["logits"]), _numpy(predictions["logits"]), atol=1e-5
     )
+    # compiled as saved: the optimizer (and its step count), the weighted auxiliary loss, the ignore label
+    assert type(restored.optimizer).__name__ == "SGD" and int(_numpy(restored.optimizer.iterations)) == 1
+    again = restored.train_on_batch(images, masks, return_dict=True)
+    assert set(again) == set(logs) and np.isfinite(again["loss"]), again
+    with pytest.raises(ValueError, match="label"):
+        restored.train_on_batch(images, np.full_like(masks, NUM_CLASSES))
 
 
 def _layer(segmenter, name):

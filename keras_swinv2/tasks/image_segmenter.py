@@ -227,6 +227,21 @@ class SwinV2ImageSegmenter(Exportable, keras.Model):
             metrics = {"logits": metrics} if metrics is not None else None
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None:
+            config["ignore_label"] = self._ignore_label
+        return config
+
+    def compile_from_config(self, config):
+        """Restores `compile` from a `.keras` file: the stored arguments are the final ones
+        (defaults filled in, auxiliary losses mapped), so they go to `keras.Model.compile` as they are."""
+        config = dict(config)
+        self._ignore_label = config.pop("ignore_label", IGNORE_LABEL)
+        super().compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     # === Target checks ===
     # Masks given as arrays are checked before Keras sees them: a label outside [0, num_classes)
     # would otherwise train on garbage silently on some backends. (Datasets are the pipeline's
