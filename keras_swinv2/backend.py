@@ -261,7 +261,7 @@ def on_accelerator(x):
     return _accelerator()
 
 
-def use_fused_attention(x, tokens, training, dropout):
+def use_fused_attention(accelerated, tokens, training, dropout):
     """Whether `attention` should call `ops.dot_product_attention` for windows of `tokens`.
 
     On an accelerator, always (with dropout only at inference): the backends
@@ -278,7 +278,8 @@ def use_fused_attention(x, tokens, training, dropout):
     measured a little slower. `set_fused_attention` overrides the choice.
 
     Args:
-        x: a tensor of the attention (its device decides on torch).
+        accelerated: whether the attention runs on an accelerator
+            (`on_accelerator` of one of its tensors).
         tokens: tokens per window.
         training: whether the call trains.
         dropout: whether attention dropout is on (rate > 0).
@@ -288,7 +289,7 @@ def use_fused_attention(x, tokens, training, dropout):
     forced = _FUSED_ATTENTION["forced"]
     if forced is not None:
         return forced
-    if on_accelerator(x):
+    if accelerated:
         return True
     return name() == "torch" and not training and tokens >= FUSED_ATTENTION_MIN_TOKENS
 

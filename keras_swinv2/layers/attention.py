@@ -164,10 +164,11 @@ class WindowAttention(keras.layers.Layer):
             heads = ops.shape(attention_mask)[0] * self.num_heads
             bias = ops.reshape(bias + ops.cast(attention_mask, "float32")[:, None], (1, heads, n, n))
             q, k, v = (ops.reshape(t, (-1, heads, n, head_dim)) for t in (q, k, v))
-        if backend.use_fused_attention(q, n, training, self.attention_dropout_rate > 0):
+        accelerated = backend.on_accelerator(q)
+        if backend.use_fused_attention(accelerated, n, training, self.attention_dropout_rate > 0):
             # in the compute dtype on an accelerator (fused kernels take float16 / bfloat16 and
             # accumulate the softmax in float32); in float32 on a CPU, as the plain path
-            dtype = v.dtype if backend.on_accelerator(q) else "float32"
+            dtype = v.dtype if accelerated else "float32"
             out = ops.dot_product_attention(
                 *(ops.transpose(ops.cast(t, dtype), (0, 2, 1, 3)) for t in (q, k, v)),
                 bias=ops.cast(bias, dtype),

@@ -7,6 +7,13 @@ from keras import ops
 
 from keras_swinv2.models.backbone import SwinV2Backbone
 
+SUPPRESSION_ARGUMENTS = (
+    "bounding_box_format",
+    "from_logits",
+    "iou_threshold",
+    "confidence_threshold",
+    "max_detections",
+)
 BOX_FORMATS = ("yxyx", "xyxy", "xywh", "center_xywh", "center_yxhw", "rel_yxyx", "rel_xyxy", "rel_xywh")
 
 
@@ -52,11 +59,6 @@ class DetectionDecoder(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.bounding_box_format = bounding_box_format
-        self.from_logits = from_logits
-        self.iou_threshold = iou_threshold
-        self.confidence_threshold = confidence_threshold
-        self.max_detections = max_detections
         # === Layers ===
         self.suppression = _keras_hub().layers.NonMaxSuppression(
             bounding_box_format=bounding_box_format,
@@ -68,6 +70,11 @@ class DetectionDecoder(keras.layers.Layer):
             name="suppression",
         )
         self.built = True
+
+    @property
+    def bounding_box_format(self):
+        """The box format (RetinaNet checks that its decoder's matches its own)."""
+        return self.suppression.bounding_box_format
 
     def call(self, box_prediction, class_prediction, images=None):
         if box_prediction.shape[0] is not None:
@@ -83,15 +90,7 @@ class DetectionDecoder(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "bounding_box_format": self.bounding_box_format,
-                "from_logits": self.from_logits,
-                "iou_threshold": self.iou_threshold,
-                "confidence_threshold": self.confidence_threshold,
-                "max_detections": self.max_detections,
-            }
-        )
+        config.update({key: getattr(self.suppression, key) for key in SUPPRESSION_ARGUMENTS})
         return config
 
 
