@@ -111,6 +111,12 @@ def main():
     parser.add_argument("--batch", type=int, help="default: the benchmark's batch for the model")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--mode",
+        choices=["train", "inference"],
+        default="train",
+        help="profile the gradient of the loss (train) or the forward pass with training=False (inference)",
+    )
     args = parser.parse_args()
 
     os.environ["KERAS_BACKEND"] = "jax"
@@ -129,8 +135,11 @@ def main():
         logits, _ = model.stateless_call(trainable, non_trainable, images, training=True)
         return loss_fn(labels, logits)
 
+    def predict(trainable, images, labels):
+        return model.stateless_call(trainable, non_trainable, images, training=False)[0]
+
     forward = jax.jit(loss)
-    gradient = jax.jit(jax.grad(loss))
+    gradient = jax.jit(jax.grad(loss)) if args.mode == "train" else jax.jit(predict)
     compiled = gradient.lower(trainable, images, labels).compile()
     hlo = describe(compiled.as_text())
 
@@ -146,7 +155,8 @@ def main():
 
     t_forward, t_gradient = median_seconds(forward), median_seconds(gradient)
     print(f"{args.model}, batch {batch}, float32, JAX {jax.__version__}, {os.cpu_count()} CPUs")
-    print(f"forward {t_forward:.3f} s, forward + backward {t_gradient:.3f} s (median of {args.repeats})")
+    profiled = "forward + backward" if args.mode == "train" else "inference"
+    print(f"forward {t_forward:.3f} s, {profiled} {t_gradient:.3f} s (median of {args.repeats})")
 
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):

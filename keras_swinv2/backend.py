@@ -330,7 +330,7 @@ def dense(layer, inputs, bias, dense_call):
         import torch.nn.functional as F
 
         kernel = ops.transpose(layer.kernel)
-        if kernel.dtype != layer.kernel.dtype:
+        if keras.backend.standardize_dtype(kernel.dtype) != layer.kernel.dtype:  # autocast: a new tensor anyway
             kernel = kernel.contiguous()
         if bias is not None:
             bias = ops.cast(bias, kernel.dtype)
