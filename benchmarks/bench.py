@@ -558,6 +558,9 @@ def main(argv=None):
     with open(out, "w") as f:
         json.dump(report, f, indent=2)
     print("\n" + markdown_table(results))
+    ratios = ratio_table(results)
+    if ratios:
+        print("\nOver the fastest PyTorch peer (targets: best / every Keras backend):\n" + ratios)
     print(f"\nwritten {out}")
     return 0
 
@@ -617,6 +620,44 @@ def markdown_table(results):
             cells.append("" if r is None else f"{r['images_per_s']:.2f}" if "images_per_s" in r else "n/a")
         lines.append("| " + " | ".join(key) + " | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# mode -> (best Keras backend, every Keras backend): the targets, as ratios to the fastest PyTorch peer
+TARGETS = {"inference": (1.25, 0.9), "train": (1.1, 0.8)}
+
+
+def ratio_table(results):
+    """Each Keras implementation's speed over the fastest PyTorch peer measured in the same group.
+
+    One row per (model, mode, dtype, malloc) that has a peer (`TORCH_IMPLS`) and a Keras
+    implementation; the last columns say which peer was fastest and whether the targets of
+    `TARGETS` are met (the best Keras backend, and every one of them).
+    """
+    keras_impls = [i for i in KERAS_IMPLS if any(r["impl"] == i and "images_per_s" in r for r in results)]
+    lines = [
+        "| model | mode | dtype | malloc | " + " | ".join(keras_impls) + " | fastest peer | best | all |",
+        "|---" * (7 + len(keras_impls)) + "|",
+    ]
+    groups = {}
+    for r in results:
+        if "images_per_s" in r:
+            key = (r["model"], r["mode"], r["dtype"], r.get("malloc", "default"))
+            groups.setdefault(key, {})[r["impl"]] = r["images_per_s"]
+    for key, speeds in groups.items():
+        peers = {i: v for i, v in speeds.items() if i in TORCH_IMPLS}
+        ours = {i: speeds[i] / max(peers.values()) for i in keras_impls if i in speeds} if peers else {}
+        if not ours:
+            continue
+        peer = max(peers, key=peers.get)
+        best_target, all_target = TARGETS[key[1]]
+        best, worst = max(ours.values()), min(ours.values())
+        cells = [f"{ours[i]:.2f}x" if i in ours else "" for i in keras_impls]
+        verdicts = [
+            f"{best:.2f}x {'>=' if best >= best_target else '<'} {best_target}",
+            f"{worst:.2f}x {'>=' if worst >= all_target else '<'} {all_target}",
+        ]
+        lines.append("| " + " | ".join(key) + " | " + " | ".join(cells) + f" | {peer} | " + " | ".join(verdicts) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 if __name__ == "__main__":

@@ -71,3 +71,21 @@ def test_cpu_description_tells_a_zen3_from_a_zen4():
     assert "no bfloat16 instructions" in bench.describe_cpu(zen3)
     assert bench.describe_cpu(zen4) == ("CPU: AMD EPYC (family 25, model 17): avx2 fma avx512f avx512_vnni avx512_bf16")
     assert bench.describe_cpu(None).startswith("CPU: unknown")
+
+
+def test_ratio_table_compares_with_the_fastest_peer_of_each_group():
+    rows = [
+        dict(model="t", mode="inference", dtype="float32", malloc="default", impl="keras-jax", images_per_s=10.0),
+        dict(model="t", mode="inference", dtype="float32", malloc="default", impl="keras-torch", images_per_s=7.0),
+        dict(model="t", mode="inference", dtype="float32", malloc="default", impl="hf-torch", images_per_s=6.0),
+        dict(model="t", mode="inference", dtype="float32", malloc="default", impl="hf-torch-compile", images_per_s=8.0),
+        dict(model="t", mode="train", dtype="float32", malloc="default", impl="keras-jax", images_per_s=3.0),
+        dict(model="t", mode="train", dtype="float32", malloc="default", impl="hf-torch", error="boom"),
+    ]
+    lines = bench.ratio_table(rows).splitlines()
+    assert lines[0] == "| model | mode | dtype | malloc | keras-jax | keras-torch | fastest peer | best | all |"
+    # 10 / 8 meets the 1.25x inference target; 7 / 8 misses the 0.9x floor. No peer ran in training.
+    assert lines[2:] == [
+        "| t | inference | float32 | default | 1.25x | 0.88x | hf-torch-compile | 1.25x >= 1.25 | 0.88x < 0.9 |"
+    ]
+    assert bench.ratio_table(rows[4:]) == ""
