@@ -138,3 +138,43 @@ def test_keras_private_apis_still_exist():
     children = backend.sublayers(block)
     assert block.attn in children and block.mlp in children
     assert block.attn.qkv in backend.sublayers(block, recursive=True)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the in-place path is eager torch inference only")
+def test_torch_overwrite_is_in_place_only_without_autograd():
+    """`gelu` and `add_shared_bias` write into a given-up input under no_grad, never when autograd
+    records (the input is needed for the gradient); the values are those of the plain ops."""
+    import torch
+
+    x = torch.randn(4, 6)
+    bias = torch.randn(1, 6)
+    expected_gelu, expected_sum = torch.nn.functional.gelu(x), x + bias
+    with torch.no_grad():
+        a, b = x.clone(), x.clone()
+        assert backend.gelu(a, overwrite=True) is a
+        assert backend.add_shared_bias(b, bias, overwrite=True) is b
+        torch.testing.assert_close(a, expected_gelu, rtol=0, atol=0)
+        torch.testing.assert_close(b, expected_sum, rtol=0, atol=0)
+        c = x.clone()
+        assert backend.gelu(c, overwrite=False) is not c  # not given up: left alone
+    leaf = x.clone().requires_grad_()
+    y = leaf * 1.0
+    out = backend.gelu(y, overwrite=True)
+    assert out is not y
+    out.sum().backward()
+    assert torch.isfinite(leaf.grad).all()
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the in-place path is eager torch inference only")
+def test_torch_inference_without_autograd_gives_the_same_logits():
+    """A model under no_grad (in-place GELU and bias) equals the same model with autograd on."""
+    import torch
+
+    from helpers import SMALL
+
+    model = keras_swinv2.SwinV2(input_shape=(32, 32, 3), classes=5, **SMALL)
+    images = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32"))
+    recorded = model(images, training=False).detach()
+    with torch.no_grad():
+        in_place = model(images, training=False)
+    torch.testing.assert_close(in_place, recorded, rtol=0, atol=0)

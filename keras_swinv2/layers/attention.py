@@ -177,7 +177,7 @@ class WindowAttention(keras.layers.Layer):
             out = ops.cast(ops.transpose(out, (0, 2, 1, 3)), v.dtype)
         else:
             logits = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))
-            probs = backend.softmax(backend.add_shared_bias(ops.cast(logits, "float32"), bias))
+            probs = backend.softmax(backend.add_shared_bias(ops.cast(logits, "float32"), bias, overwrite=True))
             probs = apply_dropout(self.attn_dropout, ops.cast(probs, v.dtype), training)
             out = ops.matmul(probs, v)  # (B_ or B, heads, N, head_dim)
         out = ops.transpose(ops.reshape(out, (-1, self.num_heads, n, head_dim)), (0, 2, 1, 3))

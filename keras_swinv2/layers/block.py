@@ -206,7 +206,7 @@ class Mlp(keras.layers.Layer):
         self.fc2.build((None, self.hidden_dim))
 
     def call(self, x, training=None):
-        x = apply_dropout(self.dropout, backend.gelu(self.fc1(x)), training)
+        x = apply_dropout(self.dropout, backend.gelu(self.fc1(x), overwrite=True), training)
         return apply_dropout(self.dropout, self.fc2(x), training)
 
     def compute_output_shape(self, input_shape):
