@@ -150,22 +150,28 @@ def _keras_step(impl, model_name, mode, dtype):
     return len(x), step
 
 
+def hf_model(model_name):
+    """HF transformers' `Swinv2ForImageClassification` with the benchmark model's architecture."""
+    from transformers import Swinv2Config, Swinv2ForImageClassification
+
+    variant, size, window, pretrained, _ = MODELS[model_name]
+    config = Swinv2Config(
+        image_size=size,
+        window_size=window,
+        num_labels=1000,
+        pretrained_window_sizes=list(pretrained or (0, 0, 0, 0)),
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in ARCH[variant].items()},
+    )
+    return Swinv2ForImageClassification(config)
+
+
 def _torch_step(impl, model_name, mode, dtype):
     import torch
 
     torch.manual_seed(0)
     variant, size, window, pretrained, batch = MODELS[model_name]
     if impl.startswith("hf-torch"):
-        from transformers import Swinv2Config, Swinv2ForImageClassification
-
-        config = Swinv2Config(
-            image_size=size,
-            window_size=window,
-            num_labels=1000,
-            pretrained_window_sizes=list(pretrained or (0, 0, 0, 0)),
-            **{k: list(v) if isinstance(v, tuple) else v for k, v in ARCH[variant].items()},
-        )
-        model = Swinv2ForImageClassification(config)
+        model = hf_model(model_name)
         forward = lambda t: model(t).logits  # noqa: E731
     else:
         import timm

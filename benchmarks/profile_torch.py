@@ -20,25 +20,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ["KERAS_BACKEND"] = "torch"
-from bench import ARCH, MODELS, keras_model_and_batch  # noqa: E402
+from bench import MODELS, hf_model, keras_model_and_batch  # noqa: E402
 
 PRODUCTS = ("aten::addmm", "aten::mm", "aten::bmm")
 COPIES = ("aten::copy_", "aten::clone", "aten::cat")
-
-
-def _hf_model(model_name):
-    from transformers import Swinv2Config, Swinv2ForImageClassification
-
-    variant, size, window, pretrained, _ = MODELS[model_name]
-    config = Swinv2Config(
-        image_size=size,
-        window_size=window,
-        num_labels=1000,
-        pretrained_window_sizes=list(pretrained or (0, 0, 0, 0)),
-        **{k: list(v) for k, v in ARCH[variant].items() if isinstance(v, tuple)},
-        embed_dim=ARCH[variant]["embed_dim"],
-    )
-    return Swinv2ForImageClassification(config)
 
 
 def _step(forward, parameters, mode, labels):
@@ -95,7 +80,7 @@ def main():
     import torch
 
     keras_model, images, labels = keras_model_and_batch(args.model)
-    hf = _hf_model(args.model)
+    hf = hf_model(args.model)
     hf.train(args.mode == "train")
     x, nchw = torch.from_numpy(images), torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(labels).long()
