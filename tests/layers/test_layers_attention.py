@@ -207,7 +207,8 @@ def test_l2_normalize_is_safe_on_zero_vectors():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_torch_cosine_query_key_matches_normalized_heads(dtype):
     """The torch path normalizes q and k on the fused (windows, N, 3C) projection: the result is
-    per-head `scale * q / ||q||` and `k / ||k||` in float32, zero vectors included."""
+    per-head `scale * q / ||q||` and `k / ||k||` in float32, zero vectors included, laid out
+    head-major."""
     from keras_swinv2.backend import cosine_query_key
 
     windows, n, heads, head_dim = 5, 16, 3, 4
@@ -219,6 +220,7 @@ def test_torch_cosine_query_key_matches_normalized_heads(dtype):
     q, k = cosine_query_key(qkv, views[0], views[1], heads, scale)
     assert q.dtype == k.dtype == torch.float32
     assert q.shape == k.shape == (windows, heads, n, head_dim)
+    assert q.is_contiguous() and k.is_contiguous()  # head-major: q k^T reads them without a copy
     split = qkv.double().numpy().reshape(windows, n, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)
     norms = np.maximum(np.linalg.norm(split, axis=-1, keepdims=True), 1e-12)
     np.testing.assert_allclose(q.numpy(), split[0] / norms[0] * scale.numpy(), rtol=1e-6, atol=1e-6)
