@@ -21,7 +21,10 @@ Allocator settings (`--malloc`, Linux with glibc >= 2.35; every worker gets the 
                each step's temporaries as one buffer (2.2 GB for a SwinV2-T training step at
                batch 8), which glibc maps afresh on every call: ~565k minor page faults and
                ~1.6 s of system CPU time per step.
-    `--malloc default tuned` measures both.
+    mallopt    every worker calls `keras_swinv2.tune_allocator()` first (the same settings but
+               the huge pages, made from inside the process with glibc's mallopt: what a
+               script or notebook can do).
+    `--malloc default mallopt tuned` measures all three.
 
 Implementations:
     keras-tf-graph     TensorFlow, tf.function without XLA
@@ -42,6 +45,7 @@ Implementations:
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -69,7 +73,9 @@ KERAS_IMPLS = {
 TUNED_MALLOC = (
     "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=100000000000:glibc.malloc.hugetlb=1"
 )
-MALLOC_SETTINGS = ("default", "tuned")
+MALLOC_SETTINGS = ("default", "mallopt", "tuned")
+# the environment variable that has a worker call keras_swinv2.tune_allocator() (--malloc mallopt)
+MALLOPT_VARIABLE = "SWINV2_BENCH_MALLOPT"
 TORCH_IMPLS = ("hf-torch", "hf-torch-compile", "timm-torch")
 # implementation -> (export format, post-training quantization)
 RUNTIME_IMPLS = {
@@ -242,8 +248,10 @@ def malloc_environment(setting, environ):
     """The environment of every worker for a `--malloc` setting.
 
     Args:
-        setting: "default" (`environ` unchanged) or "tuned" (`TUNED_MALLOC` put in front of
-            any `GLIBC_TUNABLES` already in `environ`, whose own entries then take precedence).
+        setting: "default" (`environ` unchanged), "mallopt" (`MALLOPT_VARIABLE` set: the
+            worker calls `keras_swinv2.tune_allocator()` first) or "tuned" (`TUNED_MALLOC` put
+            in front of any `GLIBC_TUNABLES` already in `environ`, whose own entries then take
+            precedence).
         environ: mapping, the environment to start from.
 
     Returns:
@@ -252,6 +260,9 @@ def malloc_environment(setting, environ):
     if setting not in MALLOC_SETTINGS:
         raise ValueError(f"--malloc must be one of {MALLOC_SETTINGS}; got {setting!r}.")
     env = dict(environ)
+    env.pop(MALLOPT_VARIABLE, None)
+    if setting == "mallopt":
+        env[MALLOPT_VARIABLE] = "1"
     if setting == "tuned":
         libc, version = platform.libc_ver()
         if libc != "glibc" or tuple(int(v) for v in version.split(".")[:2]) < (2, 35):
@@ -320,6 +331,15 @@ def worker(args):
     `READY {...}`, then answers each `step` line with `TIME <seconds> <minor page faults>
     <system CPU seconds>` until stdin closes. Errors are printed as `ERROR <message>`.
     """
+    if os.environ.get(MALLOPT_VARIABLE) == "1":
+        # by path: importing the package would import Keras into the PyTorch peers' processes
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "keras_swinv2", "allocator.py")
+        spec = importlib.util.spec_from_file_location("keras_swinv2_allocator", path)
+        allocator = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(allocator)
+        if not allocator.tune_allocator():
+            print("ERROR keras_swinv2.tune_allocator() could not tune this allocator", flush=True)
+            return 1
     if args.impl in TORCH_IMPLS or args.impl.startswith("keras-torch"):
         import torch
 
@@ -551,7 +571,10 @@ def main(argv=None):
             threads=args.threads,
             pause_s=args.pause,
             order="interleaved" if args.interleave else "sequential",
-            malloc={m: environments[m].get("GLIBC_TUNABLES", "") for m in args.malloc},
+            malloc={
+                m: "keras_swinv2.tune_allocator()" if m == "mallopt" else environments[m].get("GLIBC_TUNABLES", "")
+                for m in args.malloc
+            },
             batches={m: MODELS[m][4] for m in args.models},
         ),
         versions=_versions(),

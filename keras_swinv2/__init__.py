@@ -1,6 +1,7 @@
 """keras-swinv2: the Swin Transformer V2 family for Keras 3 (TensorFlow, JAX, PyTorch)."""
 
 from keras_swinv2 import distribute, export, layers, metrics, simmim, training
+from keras_swinv2.allocator import tune_allocator
 from keras_swinv2.applications import (
     SwinV2,
     SwinV2Base,
@@ -40,6 +41,7 @@ __all__ = [
     "simmim",
     "swinv2_adamw",
     "training",
+    "tune_allocator",
     "decode_predictions",
     "imagenet_classes",
     "preprocess_input",

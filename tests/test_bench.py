@@ -89,3 +89,10 @@ def test_ratio_table_compares_with_the_fastest_peer_of_each_group():
         "| t | inference | float32 | default | 1.25x | 0.88x | hf-torch-compile | 1.25x >= 1.25 | 0.88x < 0.9 |"
     ]
     assert bench.ratio_table(rows[4:]) == ""
+
+
+def test_mallopt_setting_marks_the_workers_and_nothing_else():
+    env = bench.malloc_environment("mallopt", {"X": "1"})
+    assert env == {"X": "1", bench.MALLOPT_VARIABLE: "1"}
+    # a marker inherited from the caller's environment does not leak into the other settings
+    assert bench.MALLOPT_VARIABLE not in bench.malloc_environment("default", env)
