@@ -52,6 +52,45 @@ def test_tuned_allocator_reuses_freed_memory_without_page_faults():
     assert _faults("tuned") < 500
 
 
+# Frees a 2.25 GB block (XLA frees 2.2 GB after each SwinV2-T training step) and prints the
+# heap's size before and after, in bytes (mallinfo2, glibc >= 2.33); touches one page only.
+_TRIM_SCRIPT = """
+import ctypes, importlib.util, sys
+spec = importlib.util.spec_from_file_location("allocator", sys.argv[1])
+allocator = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(allocator)
+assert allocator.tune_allocator() is True
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                     "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc.mallinfo2.restype = MallInfo2
+pointer = libc.malloc((2 << 30) + (256 << 20))
+ctypes.memset(pointer, 1, 4096)
+before = libc.mallinfo2().arena
+libc.free(pointer)
+print(before, libc.mallinfo2().arena)
+"""
+
+
+@pytest.mark.skipif((allocator.glibc_version() or (0,)) < (2, 33), reason="mallinfo2 needs glibc >= 2.33")
+def test_tuned_allocator_keeps_a_freed_block_larger_than_2_gb():
+    # from the heap, not a mapping of its own; and not trimmed when freed (a trim threshold of
+    # 2**31 - 1, the largest positive one, would return it)
+    out = subprocess.run(
+        [sys.executable, "-c", _TRIM_SCRIPT, allocator.__file__],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    before, after = (int(v) for v in out.stdout.split())
+    assert before > 2 << 30
+    assert after == before
+
+
 def test_without_glibc_it_warns_and_changes_nothing(monkeypatch):
     monkeypatch.setattr(allocator, "glibc_version", lambda: None)
     monkeypatch.setattr(allocator.ctypes, "CDLL", lambda *a: pytest.fail("mallopt must not be called"))
