@@ -1,13 +1,16 @@
 """keras_swinv2.tune_allocator: glibc keeps freed memory for the next allocation (each check in a
-fresh process: the setting is process-wide)."""
+fresh process: the setting is process-wide). Backend-independent: runs on the TensorFlow pass."""
 
 import os
 import subprocess
 import sys
 
+import keras
 import pytest
 
 from keras_swinv2 import allocator
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="backend-independent, runs once")
 
 # Allocates (glibc's malloc), touches and frees 64 MB twice, then prints the minor page faults
 # of a third time. (Not numpy: it asks for transparent huge pages for large arrays.)
